@@ -1,0 +1,168 @@
+"""Value types shared by every boundary model: durations, phones, time zones, CEL.
+
+Each type validates once at the edge so the engine never sees a bad value.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from functools import lru_cache
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+import cel
+import phonenumbers
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
+
+
+class StrictModel(BaseModel):
+    """Base of every boundary model: unknown fields are an error, not a surprise."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False, populate_by_name=True)
+
+
+# --- durations -------------------------------------------------------------------
+
+_DURATION_RE = re.compile(r"^(\d+)(s|m|h|d)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION_PATTERN = r"^\d+(s|m|h|d)$"
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Parse `30s`, `15m`, `1h`, `7d` (also a timedelta or seconds) into a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("a duration is a string like 30s, 15m, 1h or 7d")
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION_RE.match(value.strip())
+        if match:
+            return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    raise ValueError(f"invalid duration {value!r}: use a whole number and a unit, like 30s, 15m, 1h or 7d")
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest exact `Ns|Nm|Nh|Nd` spelling of a duration."""
+    seconds = int(value.total_seconds())
+    for unit in ("d", "h", "m"):
+        size = _UNIT_SECONDS[unit]
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("a duration must be greater than zero")
+    return value
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    AfterValidator(_positive),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["30s", "1h", "7d"]}),
+]
+
+# --- phones and time zones -------------------------------------------------------
+
+
+def normalize_e164(value: str) -> str:
+    """Return the E.164 form of a phone number, or raise ValueError saying why not."""
+    if not isinstance(value, str) or not value.startswith("+"):
+        raise ValueError("phone numbers must be in E.164 form: '+' then country code and number")
+    try:
+        parsed = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"not a phone number in E.164 form: {exc}") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError("not a valid phone number for its country code")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def is_e164(value: object) -> bool:
+    try:
+        normalize_e164(value)  # type: ignore[arg-type]
+    except ValueError:
+        return False
+    return True
+
+
+E164Phone = Annotated[
+    str,
+    AfterValidator(normalize_e164),
+    WithJsonSchema({"type": "string", "pattern": r"^\+[1-9]\d{6,14}$", "examples": ["+34600111222"]}),
+]
+
+
+@lru_cache(maxsize=1)
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def check_timezone(value: str) -> str:
+    """Accept only IANA zone names (Europe/Madrid, UTC), never offsets or abbreviations."""
+    if value not in _zones():
+        raise ValueError(f"unknown time zone {value!r}: use an IANA name such as Europe/Madrid")
+    try:
+        ZoneInfo(value)
+    except ZoneInfoNotFoundError:
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+TimeZoneName = Annotated[
+    str,
+    AfterValidator(check_timezone),
+    WithJsonSchema({"type": "string", "examples": ["Europe/Madrid", "UTC"]}),
+]
+
+# --- CEL expressions ---------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def compile_expression(source: str) -> Any:
+    """Compile a CEL expression once per distinct source text; raise ValueError on syntax errors."""
+    try:
+        return cel.compile(source)
+    except Exception as exc:  # the binding raises ValueError today; be robust to others
+        raise ValueError(f"invalid CEL expression {source!r}: {_cel_reason(str(exc))}") from None
+
+
+def _cel_reason(text: str) -> str:
+    # The binding's message repeats the source and draws a caret; keep the one useful line.
+    match = re.search(r"<input>:(\d+):(\d+): (.*)", text)
+    if match:
+        return f"{match.group(3).strip()} (at column {match.group(2)})"
+    return text.splitlines()[0] if text else "cannot compile"
+
+
+def _check_expression(value: str) -> str:
+    if not value.strip():
+        raise ValueError("an expression cannot be empty")
+    compile_expression(value)
+    return value
+
+
+Expression = Annotated[
+    str,
+    AfterValidator(_check_expression),
+    WithJsonSchema({"type": "string", "description": "a CEL expression", "examples": ["profile.language == \"es\""]}),
+]
+
+IDENT_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+JourneyId = Annotated[str, Field(pattern=IDENT_PATTERN, min_length=1, max_length=100)]
+ActivityId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", min_length=1, max_length=100)]
+EventType = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", min_length=1, max_length=100)]

@@ -1,0 +1,39 @@
+"""Journey step events for analysts: an instance entered, took a step, or exited (and why).
+
+They travel on `journey-steps`, keyed by profile id.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import AwareDatetime
+
+from schemas.common import StrictModel
+
+
+class ExitReason(StrEnum):
+    COMPLETED = "completed"
+    EXIT_EVENT = "exit_event"
+    TIMEOUT = "timeout"
+    ARCHIVED = "archived"
+    JUMPED = "jumped"
+    ERROR = "error"
+
+
+class JourneyStepEvent(StrictModel):
+    """`outcome` says what the step did: the branch taken, `timeout` vs `event`, a split path."""
+
+    kind: Literal["entered", "activity", "exited"]
+    journey_id: str
+    journey_version: int
+    instance_id: str
+    profile_id: str
+    activity_id: str | None = None
+    activity_type: str | None = None
+    outcome: str | None = None
+    reason: ExitReason | None = None
+    detail: str | None = None
+    event_id: str | None = None
+    occurred_at: AwareDatetime
