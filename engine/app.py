@@ -1,0 +1,115 @@
+"""The wiring: one faust app with the engine and the channel connectors it runs.
+
+`create_app` declares the topics once and hands each part what it needs, so a new
+channel is a new folder under connectors/ and one line here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from engine.runtime import EngineRuntime, EngineTopics
+from engine.topics import ensure_topics
+from schemas.settings import Settings
+
+ROLES = frozenset({"engine", "whatsapp"})
+
+
+def _broker_credentials(settings: Settings) -> Any:
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return None
+    security = settings.aiokafka_security()
+    if settings.kafka_sasl_mechanism:
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=security.get("sasl_plain_password"),
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=security.get("ssl_context"),
+        )
+    return faust.SSLCredentials(security["ssl_context"])
+
+
+def create_app(settings: Settings, roles: frozenset[str] = ROLES, *, web: bool = True) -> faust.App:
+    """Build the faust app for the given roles ('engine', 'whatsapp')."""
+    unknown = roles - ROLES
+    if unknown:
+        raise ValueError(f"unknown role(s) {sorted(unknown)}; choose from {sorted(ROLES)}")
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{host}" for host in settings.kafka_bootstrap_servers.split(",")],
+        broker_credentials=_broker_credentials(settings),
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.topic_partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+        processing_guarantee="at_least_once",
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        web_enabled=web,
+        web_port=settings.worker_web_port,
+        web_bind=settings.worker_web_host,
+        autodiscover=False,
+    )
+
+    def topic(name: str) -> faust.TopicT:
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.topic_partitions,
+        )
+
+    topics = EngineTopics(
+        profile_events=topic(settings.topic_profile_events),
+        timers=topic(settings.topic_timers),
+        delivery_events=topic(settings.topic_delivery_events),
+        whatsapp_requests=topic(settings.topic_whatsapp_requests),
+        journey_steps=topic(settings.topic_journey_steps),
+        dead_letter=topic(settings.topic_dead_letter),
+        profile_phones=topic(settings.topic_profile_phones),
+    )
+    runtime: EngineRuntime | None = None
+    if "engine" in roles:
+        runtime = EngineRuntime(app, topics, settings)
+    if "whatsapp" in roles:
+        from connectors import whatsapp
+
+        whatsapp.register(
+            app,
+            requests_topic=topics.whatsapp_requests,
+            delivery_topic=topics.delivery_events,
+            dead_letter_topic=topics.dead_letter,
+            settings=settings,
+        )
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        ready = not app.rebalancing and (runtime is None or runtime.definitions.ready.is_set())
+        return web.json({"ready": ready}, status=200 if ready else 503)
+
+    app.runtime = runtime  # type: ignore[attr-defined]
+    return app
+
+
+def run_worker(settings: Settings, roles: frozenset[str] = ROLES, *, web: bool = True, loglevel: str = "warning") -> None:
+    """Create the topics if needed, then run a faust worker until it is stopped."""
+    asyncio.run(ensure_topics(settings))
+    app = create_app(settings, roles, web=web)
+    worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
+    worker.execute_from_commandline()

@@ -1,0 +1,115 @@
+"""Structured logs (JSON in production, console in dev) with phones and tokens masked,
+and the Prometheus metrics every engine process exposes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+from prometheus_client import Counter, Gauge, Histogram
+
+_PLUS_PHONE_RE = re.compile(r"\+(\d{2})(\d{3,10})(\d{3})\b")
+_DIGITS_RE = re.compile(r"\b(\d{2})(\d{3,10})(\d{3})\b")
+_SECRET_KEYS = ("token", "secret", "password", "authorization", "api_key")
+_PHONE_KEYS = ("phone", "wa_id", "recipient", "from", "to")
+
+
+def _star(m: re.Match[str], prefix: str) -> str:
+    return f"{prefix}{m.group(1)}{'*' * len(m.group(2))}{m.group(3)}"
+
+
+def mask_phone(text: str) -> str:
+    """+34600111222 -> +34******222: enough to tell numbers apart, not to call them."""
+    return _PLUS_PHONE_RE.sub(lambda m: _star(m, "+"), text)
+
+
+def _mask_value(key: str, value: Any) -> Any:
+    lowered = key.lower()
+    if any(s in lowered for s in _SECRET_KEYS):
+        return "***"
+    if isinstance(value, str):
+        masked = mask_phone(value)
+        # WhatsApp ids are bare digits; mask them where the key says it is a number.
+        if any(lowered == k or lowered.endswith("_" + k) for k in _PHONE_KEYS):
+            masked = _DIGITS_RE.sub(lambda m: _star(m, ""), masked)
+        return masked
+    return value
+
+
+def mask_sensitive(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: no log line carries a phone number or a secret in clear."""
+    for key in list(event_dict):
+        event_dict[key] = _mask_value(key, event_dict[key])
+    return event_dict
+
+
+class _MaskingFilter(logging.Filter):
+    # Libraries (faust, aiokafka) log through stdlib logging; mask their lines too.
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = mask_phone(record.msg)
+        if record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record.args = tuple(mask_phone(a) if isinstance(a, str) else a for a in args)
+        return True
+
+
+def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
+    """Set up structlog and stdlib logging once per process."""
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            mask_sensitive,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    root = logging.getLogger()
+    for handler in root.handlers:
+        handler.addFilter(_MaskingFilter())
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.addFilter(_MaskingFilter())
+        root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+# --- metrics --------------------------------------------------------------------------
+
+EVENTS_PROCESSED = Counter(
+    "journey_events_processed_total", "Records the engine processed", ["source", "outcome"]
+)
+DEAD_LETTERS = Counter("journey_dead_letters_total", "Records sent to the dead-letter topic", ["reason"])
+INSTANCES_LIVE = Gauge(
+    "journey_instances_live", "Live instances on this worker", ["journey_id", "activity_id"]
+)
+TIMERS_PENDING = Gauge("journey_timers_pending", "Profiles with a pending timer on this worker")
+TIMER_LAG = Histogram(
+    "journey_timer_lag_seconds",
+    "Delay between a timer's due time and its firing",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
+SENDS_REQUESTED = Counter("journey_send_requests_total", "Send requests emitted", ["journey_id"])
+EVENT_TO_SEND = Histogram(
+    "journey_event_to_send_seconds",
+    "From an event's arrival to its send request being acknowledged by Kafka",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+BATCH_SIZE = Histogram(
+    "journey_batch_size", "Records per processed batch", buckets=(1, 10, 50, 100, 250, 500, 1000)
+)

@@ -1,0 +1,186 @@
+"""Journey definitions on the compacted `journey-definitions` topic: publish and follow.
+
+Every worker reads the whole topic (no consumer group) into its JourneyCatalog and
+keeps following it; event processing waits until the first full read is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import orjson
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import ValidationError
+
+from schemas.deployment import JourneyDeployment, JourneyStatus, version_key
+from schemas.journey import JourneyDefinition
+from schemas.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def decode_deployment(value: bytes | None) -> JourneyDeployment | None:
+    if not value:
+        return None  # a tombstone
+    return JourneyDeployment.model_validate_json(value)
+
+
+class DefinitionsFollower:
+    """Keeps a catalog in step with the definitions topic; `ready` once caught up."""
+
+    def __init__(self, settings: Settings, apply: Callable[[JourneyDeployment], None]) -> None:
+        self._settings = settings
+        self._apply = apply
+        self.ready = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def run(self) -> None:
+        settings = self._settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            enable_auto_commit=False,
+            group_id=None,
+            **settings.aiokafka_security(),
+        )
+        self._consumer = consumer
+        await consumer.start()
+        try:
+            topic = settings.topic_journey_definitions
+            partitions = await self._wait_partitions(consumer, topic)
+            tps = [TopicPartition(topic, p) for p in partitions]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            if all(off == 0 for off in end.values()):
+                self.ready.set()
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=1000)
+                for records in batches.values():
+                    for record in records:
+                        self._apply_record(record.key, record.value)
+                if not self.ready.is_set() and all(
+                    await consumer.position(tp) >= end[tp] for tp in tps
+                ):
+                    self.ready.set()
+                    log.info("journey definitions loaded", topic=topic)
+        finally:
+            await consumer.stop()
+
+    async def _wait_partitions(self, consumer: AIOKafkaConsumer, topic: str) -> list[int]:
+        for _ in range(600):
+            parts = consumer.partitions_for_topic(topic)
+            if parts:
+                return sorted(parts)
+            await consumer.topics()  # refreshes metadata
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"topic {topic!r} does not exist; run `journeyctl deploy` or create topics")
+
+    def _apply_record(self, key: bytes | None, value: bytes | None) -> None:
+        try:
+            deployment = decode_deployment(value)
+        except (ValidationError, ValueError) as exc:
+            log.error("unreadable journey definition record", key=key, error=str(exc)[:300])
+            return
+        if deployment is not None:
+            self._apply(deployment)
+
+
+async def read_deployments(settings: Settings, timeout: float = 15.0) -> dict[str, JourneyDeployment]:
+    """Read the definitions topic to its end: the current record of every journey.
+
+    Keys `<id>@<version>` are folded in too, so the newest version wins even if the
+    current-record key was compacted away.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        group_id=None,
+        **settings.aiokafka_security(),
+    )
+    await consumer.start()
+    current: dict[str, JourneyDeployment] = {}
+    try:
+        topic = settings.topic_journey_definitions
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            await consumer.topics()
+            parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            return {}
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while any(await consumer.position(tp) < end[tp] for tp in tps):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("timed out reading journey definitions")
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    dep = decode_deployment(record.value)
+                    if dep is None:
+                        continue
+                    key = record.key.decode() if record.key else dep.journey_id
+                    if "@" in key and dep.journey_id in current:
+                        if dep.version <= current[dep.journey_id].version:
+                            continue
+                    current[dep.journey_id] = dep
+        return current
+    finally:
+        await consumer.stop()
+
+
+def next_deployment(
+    definition: JourneyDefinition,
+    existing: JourneyDeployment | None,
+    *,
+    source: str | None = None,
+    deployed_by: str | None = None,
+    now: datetime | None = None,
+) -> JourneyDeployment | None:
+    """The record to publish for a definition, or None when it is unchanged and active."""
+    now = now or datetime.now(UTC)
+    if existing is not None and existing.definition == definition and existing.status == "active":
+        return None
+    if existing is not None and existing.definition == definition:
+        version = existing.version  # re-activating the same version
+    else:
+        version = existing.version + 1 if existing else 1
+    return JourneyDeployment(
+        journey_id=definition.id,
+        version=version,
+        status="active",
+        definition=definition,
+        deployed_at=now,
+        deployed_by=deployed_by,
+        source=source,
+    )
+
+
+def with_status(deployment: JourneyDeployment, status: JourneyStatus) -> JourneyDeployment:
+    return deployment.model_copy(update={"status": status, "deployed_at": datetime.now(UTC)})
+
+
+async def publish_deployments(settings: Settings, deployments: list[JourneyDeployment]) -> None:
+    """Write each deployment under its version key and its journey key, and wait for acks."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        **settings.aiokafka_security(),
+    )
+    await producer.start()
+    try:
+        topic = settings.topic_journey_definitions
+        futures = []
+        for dep in deployments:
+            value = orjson.dumps(dep.model_dump(mode="json", by_alias=True))
+            futures.append(await producer.send(topic, value, key=version_key(dep.journey_id, dep.version).encode()))
+            futures.append(await producer.send(topic, value, key=dep.journey_id.encode()))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()

@@ -1,0 +1,428 @@
+"""The streaming shell: one faust agent drives the pure interpreter per profile.
+
+The agent reads three co-partitioned topics keyed by profile id (profile events,
+timer ticks, delivery events), keeps each profile's state in one changelog-backed
+table, and turns the interpreter's effects into records on the output topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import faust
+import orjson
+import structlog
+from aiokafka.partitioner import murmur2
+from pydantic import ValidationError
+
+from engine.catalog import JourneyCatalog
+from engine.interpreter import (
+    Effects,
+    ProcessResult,
+    apply_event,
+    apply_timers,
+    check_event_time,
+    delivery_to_event,
+    new_profile_state,
+)
+from engine.observability import (
+    BATCH_SIZE,
+    DEAD_LETTERS,
+    EVENT_TO_SEND,
+    EVENTS_PROCESSED,
+    SENDS_REQUESTED,
+    TIMER_LAG,
+    TIMERS_PENDING,
+)
+from engine.registry import DefinitionsFollower
+from engine.timers import TimerIndex
+from schemas.deadletter import DeadLetter
+from schemas.events import MAX_EVENT_BYTES, ProfileEvent
+from schemas.messages import DeliveryEvent
+from schemas.settings import Settings
+from schemas.state import ProfileState
+
+log = structlog.get_logger(__name__)
+
+BATCH_MAX = 500
+BATCH_WITHIN_SECONDS = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class EngineTopics:
+    """The faust topics the engine reads and writes; built once by the wiring."""
+
+    profile_events: faust.TopicT
+    timers: faust.TopicT
+    delivery_events: faust.TopicT
+    whatsapp_requests: faust.TopicT
+    journey_steps: faust.TopicT
+    dead_letter: faust.TopicT
+    profile_phones: faust.TopicT
+    http_requests: faust.TopicT | None = None
+
+
+class BadRecord(Exception):
+    """A record that cannot be processed; it goes to the dead-letter topic with `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def dead_letter(
+    component: str, reason: str, error_type: str, topic: str | None, partition: int | None,
+    offset: int | None, key: bytes | None, value: bytes | None,
+) -> bytes:
+    raw = value or b""
+    try:
+        text: str | None = raw.decode("utf-8")[:65536]
+    except UnicodeDecodeError:
+        text = None
+    record = DeadLetter(
+        reason=reason,
+        error_type=error_type,
+        component=component,
+        source_topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key.decode("utf-8", "replace") if key else None,
+        value_base64=base64.b64encode(raw).decode(),
+        value_text=text,
+        occurred_at=datetime.now(UTC),
+    )
+    return orjson.dumps(record.model_dump(mode="json"))
+
+
+def _validation_reason(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        parts.append(f"{loc}: {err['msg']}")
+    return "invalid profile event: " + "; ".join(parts)
+
+
+def state_to_bytes(state: ProfileState) -> bytes:
+    # `due` sits beside the state so a rebuild of the timer index needs no model parse.
+    due = state.next_due()
+    return orjson.dumps(
+        {"due": due.timestamp() if due else None, "state": state.model_dump(mode="json", exclude_defaults=True)}
+    )
+
+
+def state_from_bytes(raw: bytes) -> ProfileState:
+    return ProfileState.model_validate(orjson.loads(raw)["state"])
+
+
+def due_from_bytes(raw: bytes) -> float | None:
+    due = orjson.loads(raw).get("due")
+    return float(due) if due is not None else None
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One batch's outputs: records to produce first, then states to commit."""
+
+    effects: list[tuple[faust.TopicT, bytes, bytes]] = field(default_factory=list)
+    states: dict[str, tuple[faust.EventT, ProfileState]] = field(default_factory=dict)
+    send_started: list[float] = field(default_factory=list)
+
+
+class EngineRuntime:
+    """Wires the interpreter into faust: agent, table, timers and definitions."""
+
+    def __init__(self, app: faust.App, topics: EngineTopics, settings: Settings) -> None:
+        self.app = app
+        self.topics = topics
+        self.settings = settings
+        self.catalog = JourneyCatalog()
+        self.timers = TimerIndex()
+        self.definitions = DefinitionsFollower(settings, self.catalog.apply)
+        self.partitions = settings.topic_partitions
+        self.profiles = app.Table(
+            "profiles",
+            default=None,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.topic_partitions,
+        )
+        self.profiles.on_recover(self._rebuild_timer_index)
+        self._source_topics = app.topic(
+            topics.profile_events.get_topic_name(),
+            topics.timers.get_topic_name(),
+            topics.delivery_events.get_topic_name(),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        app.agent(self._source_topics, name="journey-engine")(self._agent)
+        app.task(self._follow_definitions)
+        app.timer(settings.timer_scan_interval_seconds)(self._fire_timers)
+
+    # --- definitions --------------------------------------------------------------
+
+    async def _follow_definitions(self) -> None:
+        await self.definitions.run()
+
+    # --- the agent -----------------------------------------------------------------
+
+    async def _agent(self, stream: faust.StreamT[bytes]) -> None:
+        await self.definitions.ready.wait()
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_SECONDS):
+            await self.process_batch(stream, batch)
+
+    async def process_batch(self, stream: faust.StreamT[bytes], batch: Sequence[faust.EventT]) -> None:
+        """Commit one batch of records. Crash-sensitive; the steps are the protocol.
+
+        Step 1: decode each record; a bad one becomes a dead-letter record (an effect).
+        Step 2: run the pure interpreter on each profile's state (batch-local copies,
+                so two events of one profile in a batch see each other's changes).
+        Step 3: produce every effect (send requests, delivery skips, step events,
+                dead letters, phone index) and wait until Kafka acknowledges them all.
+        Step 4: write each changed profile state to the table; faust sends it to the
+                changelog under the partition of the record that changed it.
+        Step 5: re-index the timers of changed profiles.
+        The batch's offsets are acked after this returns; faust flushes the producer
+        (so the changelog records of step 4) before it commits those offsets.
+
+        A crash before step 3 ends loses nothing: the batch is read again. A crash
+        between steps 3 and 4 re-emits the same effects on re-read, with the same
+        deterministic message ids, which the connector refuses to send twice. A crash
+        after the changelog flush but before the offset commit re-reads events whose
+        ids the stored state already lists, so they are skipped as duplicates.
+        """
+        BATCH_SIZE.observe(len(batch))
+        now = datetime.now(UTC)
+        pending = _Pending()
+        for event in batch:
+            self._process_record(event, now, pending)
+        # Step 3
+        futures: list[Awaitable[Any]] = []
+        for topic, key, value in pending.effects:
+            futures.append(await topic.send(key=key, value=value))
+        if futures:
+            await asyncio.gather(*futures)
+        acked = time.monotonic()
+        for started in pending.send_started:
+            EVENT_TO_SEND.observe(acked - started)
+        # Step 4
+        for profile_id, (event, state) in pending.states.items():
+            stream._set_current_event(event)
+            self.profiles[profile_id.encode()] = state_to_bytes(state)
+        # Step 5
+        for profile_id, (_, state) in pending.states.items():
+            due = state.next_due()
+            self.timers.schedule(profile_id, due.timestamp() if due else None)
+        TIMERS_PENDING.set(len(self.timers))
+
+    def _process_record(self, event: faust.EventT, now: datetime, pending: _Pending) -> None:
+        message = event.message
+        topic = message.topic
+        key: bytes | None = message.key
+        value: bytes | None = message.value
+        source = (
+            "timer" if topic == self.topics.timers.get_topic_name()
+            else "delivery" if topic == self.topics.delivery_events.get_topic_name()
+            else "event"
+        )
+        try:
+            if source == "event":
+                result = self._on_profile_event(key, value, message.partition, now, pending)
+            elif source == "timer":
+                result = self._on_timer(key, value, now, pending)
+            else:
+                result = self._on_delivery(key, value, now, pending)
+        except BadRecord as bad:
+            DEAD_LETTERS.labels(reason=bad.reason.split(":")[0][:60]).inc()
+            EVENTS_PROCESSED.labels(source=source, outcome="dead_letter").inc()
+            log.warning("record dead-lettered", topic=topic, offset=message.offset, reason=bad.reason)
+            pending.effects.append(
+                (
+                    self.topics.dead_letter,
+                    key or b"",
+                    dead_letter("engine", bad.reason, "invalid_record", topic, message.partition,
+                                message.offset, key, value),
+                )
+            )
+            return
+        except Exception as exc:  # a bug must not stop the stream: keep the record, say why
+            log.exception("record failed", topic=topic, offset=message.offset)
+            EVENTS_PROCESSED.labels(source=source, outcome="error").inc()
+            pending.effects.append(
+                (
+                    self.topics.dead_letter,
+                    key or b"",
+                    dead_letter("engine", f"processing error: {exc!r}"[:500], type(exc).__name__,
+                                topic, message.partition, message.offset, key, value),
+                )
+            )
+            return
+        if result is None:
+            EVENTS_PROCESSED.labels(source=source, outcome="ignored").inc()
+            return
+        EVENTS_PROCESSED.labels(source=source, outcome="duplicate" if result.duplicate else "ok").inc()
+        self._collect(result, event, pending)
+
+    def _state_for(self, profile_id: str, pending: _Pending) -> ProfileState:
+        if profile_id in pending.states:
+            return pending.states[profile_id][1]
+        raw = self.profiles.get(profile_id.encode())
+        return state_from_bytes(raw) if raw else new_profile_state(profile_id)
+
+    def _on_profile_event(
+        self, key: bytes | None, value: bytes | None, partition: int, now: datetime, pending: _Pending
+    ) -> ProcessResult | None:
+        if not value:
+            raise BadRecord("empty record value")
+        if len(value) > MAX_EVENT_BYTES:
+            raise BadRecord(f"event too large: {len(value)} bytes (limit {MAX_EVENT_BYTES})")
+        try:
+            event = ProfileEvent.model_validate_json(value)
+        except ValidationError as exc:
+            if any(e["type"] == "json_invalid" for e in exc.errors()):
+                raise BadRecord("malformed JSON") from None
+            raise BadRecord(_validation_reason(exc)) from None
+        if not key:
+            raise BadRecord("record has no key: profile events are keyed by profile id")
+        if key.decode("utf-8", "replace") != event.profile_id:
+            raise BadRecord("record key does not match profile_id")
+        if self._partition_of(key) != partition:
+            raise BadRecord(
+                "record is on the wrong partition for its key: produce with the murmur2 "
+                "partitioner (Kafka's Java default; librdkafka: partitioner=murmur2_random)"
+            )
+        reason = check_event_time(
+            event,
+            now,
+            max_age=timedelta(days=self.settings.max_event_age_days),
+            max_future=timedelta(seconds=self.settings.max_event_future_seconds),
+        )
+        if reason:
+            raise BadRecord(reason)
+        state = self._state_for(event.profile_id, pending)
+        old_phone = state.attributes.get("phone")
+        result = apply_event(state, event, self.catalog, now, dedupe_window=self.settings.dedupe_window)
+        new_phone = result.state.attributes.get("phone")
+        if new_phone and new_phone != old_phone:
+            pending.effects.append(
+                (
+                    self.topics.profile_phones,
+                    str(new_phone).encode(),
+                    orjson.dumps({"profile_id": event.profile_id}),
+                )
+            )
+        return result
+
+    def _on_timer(self, key: bytes | None, value: bytes | None, now: datetime, pending: _Pending) -> ProcessResult | None:
+        if not key:
+            raise BadRecord("timer tick without a key")
+        profile_id = key.decode()
+        raw = None if profile_id in pending.states else self.profiles.get(key)
+        if profile_id not in pending.states and raw is None:
+            return None  # the profile's instances ended since the tick was sent
+        state = self._state_for(profile_id, pending)
+        due = state.next_due()
+        if due is None:
+            return None  # already handled: a tick never fires a step twice
+        if due > now:
+            self.timers.schedule(profile_id, due.timestamp())  # early tick: keep it indexed
+            return None
+        if value:
+            try:
+                TIMER_LAG.observe(max(0.0, now.timestamp() - float(orjson.loads(value)["due"])))
+            except (ValueError, KeyError, TypeError):
+                pass
+        return apply_timers(state, self.catalog, now)
+
+    def _on_delivery(self, key: bytes | None, value: bytes | None, now: datetime, pending: _Pending) -> ProcessResult | None:
+        if not value:
+            return None
+        try:
+            delivery = DeliveryEvent.model_validate_json(value)
+        except ValidationError:
+            return None  # not the engine's to judge: the connector owns this topic's records
+        event = delivery_to_event(delivery)
+        state_raw = None if delivery.profile_id in pending.states else self.profiles.get(delivery.profile_id.encode())
+        if delivery.profile_id not in pending.states and state_raw is None and not self.catalog.entries_for(event.type):
+            return None
+        state = self._state_for(delivery.profile_id, pending)
+        if not self.catalog.entries_for(event.type) and not any(
+            inst.waiting == "event" and inst.wait_event == event.type for inst in state.instances.values()
+        ) and not self._exit_types_for(state, event.type):
+            return None  # nobody listens: skip the state write
+        return apply_event(state, event, self.catalog, now, dedupe_window=self.settings.dedupe_window)
+
+    def _exit_types_for(self, state: ProfileState, event_type: str) -> bool:
+        for inst in state.instances.values():
+            journey = self.catalog.get(inst.journey_id, inst.version)
+            if journey and any(c.event == event_type for c in journey.definition.exit_on):
+                return True
+        return False
+
+    def _collect(self, result: ProcessResult, event: faust.EventT, pending: _Pending) -> None:
+        effects: Effects = result.effects
+        topics = self.topics
+        for send in effects.sends:
+            key = send.profile_id.encode()
+            pending.effects.append((topics.whatsapp_requests, key, orjson.dumps(send.model_dump(mode="json"))))
+            SENDS_REQUESTED.labels(journey_id=send.journey_id).inc()
+            pending.send_started.append(time.monotonic())
+        for delivery in effects.deliveries:
+            pending.effects.append(
+                (topics.delivery_events, delivery.profile_id.encode(), orjson.dumps(delivery.model_dump(mode="json")))
+            )
+        for step in effects.steps:
+            pending.effects.append(
+                (topics.journey_steps, step.profile_id.encode(), orjson.dumps(step.model_dump(mode="json")))
+            )
+        if effects.http_calls and topics.http_requests is not None:
+            for call in effects.http_calls:
+                pending.effects.append((topics.http_requests, call.profile_id.encode(), orjson.dumps(asdict(call))))
+        if result.changed:
+            pending.states[result.state.profile_id] = (event, result.state)
+
+    # --- timers --------------------------------------------------------------------
+
+    def _partition_of(self, key: bytes) -> int:
+        return (murmur2(key) & 0x7FFFFFFF) % self.partitions
+
+    async def _rebuild_timer_index(self) -> None:
+        """After a rebalance: index the timers of the partitions this worker now owns."""
+        owned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.topics.profile_events.get_topic_name()}
+        self.timers.clear()
+        count = 0
+        for key, raw in self.profiles.items():
+            if raw is None or self._partition_of(key) not in owned:
+                continue
+            due = due_from_bytes(raw)
+            if due is not None:
+                self.timers.schedule(key.decode(), due)
+                count += 1
+        TIMERS_PENDING.set(len(self.timers))
+        log.info("timer index rebuilt", timers=count, partitions=sorted(owned))
+
+    async def _fire_timers(self) -> None:
+        """Send a tick for every profile due now; the agent does the rest in order."""
+        if not self.definitions.ready.is_set():
+            return
+        due = self.timers.pop_due(time.time())
+        if not due:
+            return
+        futures = []
+        for profile_id, due_at in due:
+            futures.append(
+                await self.topics.timers.send(
+                    key=profile_id.encode(), value=orjson.dumps({"profile_id": profile_id, "due": due_at})
+                )
+            )
+        await asyncio.gather(*futures)
+

@@ -1,0 +1,74 @@
+"""The engine's Kafka topics: their names, partitioning, retention, and creation.
+
+Every topic that carries a profile's records has the same partition count and is keyed
+by profile id, so one worker owns all of a profile's events, timers and state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from schemas.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    compacted: bool = False
+    retention_ms: int | None = None
+
+    def config(self) -> dict[str, str]:
+        cfg: dict[str, str] = {}
+        if self.compacted:
+            cfg["cleanup.policy"] = "compact"
+        if self.retention_ms is not None:
+            cfg["retention.ms"] = str(self.retention_ms)
+        return cfg
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """All topics the product uses, with partitions and retention."""
+    p = settings.topic_partitions
+    week = 7 * 24 * 3600 * 1000
+    return [
+        TopicSpec(settings.topic_profile_events, p),
+        TopicSpec(settings.topic_timers, p, retention_ms=week),
+        TopicSpec(settings.topic_whatsapp_requests, p),
+        TopicSpec(settings.topic_delivery_events, p),
+        TopicSpec(settings.topic_journey_steps, p),
+        TopicSpec(settings.topic_dead_letter, p),
+        TopicSpec(settings.topic_journey_definitions, 1, compacted=True),
+        TopicSpec(settings.topic_profile_phones, p, compacted=True),
+    ]
+
+
+async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> list[str]:
+    """Create the topics that do not exist yet; return the names created.
+
+    Existing topics are left alone: changing partitions would move profiles between
+    workers and break key ordering, so that is an operator's deliberate act.
+    """
+    specs = specs if specs is not None else topic_specs(settings)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, **settings.aiokafka_security()
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        created: list[str] = []
+        for spec in missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(spec.name, spec.partitions, settings.topic_replication_factor, topic_configs=spec.config())]
+                )
+                created.append(spec.name)
+            except TopicAlreadyExistsError:
+                pass  # another worker created it between list and create
+        return created
+    finally:
+        await admin.close()

@@ -1,0 +1,126 @@
+"""One Settings object, read from the environment (names as in DESIGN.md).
+
+Secrets come from the environment or from a file named by `<NAME>_FILE`; never from YAML.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_SECRET_FIELDS = (
+    "whatsapp_token",
+    "whatsapp_app_secret",
+    "whatsapp_verify_token",
+    "kafka_sasl_password",
+    "campaign_api_token",
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # Kafka
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+
+    # Topics (names are configurable; these are the defaults of DESIGN.md)
+    topic_profile_events: str = "profile-events"
+    topic_journey_definitions: str = "journey-definitions"
+    topic_whatsapp_requests: str = "whatsapp-requests"
+    topic_delivery_events: str = "delivery-events"
+    topic_journey_steps: str = "journey-steps"
+    topic_dead_letter: str = "dead-letter"
+    topic_timers: str = "journey-timers"
+    topic_profile_phones: str = "profile-phones"
+    topic_partitions: int = Field(default=8, ge=1)
+
+    # Engine runtime
+    app_id: str = "journey-engine"
+    store: str = Field(default="memory://", description="memory:// or rocksdb:// (needs the rocksdb extra)")
+    data_dir: Path = Path(".journey-data")
+    worker_web_port: int = 6066
+    worker_web_host: str = "127.0.0.1"
+    topic_replication_factor: int = Field(default=1, ge=1)
+    timer_scan_interval_seconds: float = Field(default=0.25, gt=0)
+    dedupe_window: int = Field(default=64, ge=1, description="recent event ids remembered per profile")
+    max_event_age_days: int = 91
+    max_event_future_seconds: int = 3600
+
+    # WhatsApp Cloud API
+    whatsapp_api_url: str = "http://127.0.0.1:8070"
+    whatsapp_api_version: str = "v21.0"
+    whatsapp_token: SecretStr | None = None
+    whatsapp_phone_number_id: str = "100000000000001"
+    whatsapp_app_secret: SecretStr | None = None
+    whatsapp_verify_token: SecretStr | None = None
+    whatsapp_rate_per_second: float = Field(default=80.0, gt=0, le=1000)
+    whatsapp_max_in_flight: int = Field(default=64, ge=1)
+    whatsapp_timeout_seconds: float = Field(default=10.0, gt=0)
+    whatsapp_max_retries: int = Field(default=6, ge=0)
+    whatsapp_opt_out_words: str = "STOP,UNSUBSCRIBE,BAJA,CANCELAR,PARAR"
+    whatsapp_opt_in_words: str = "START,ALTA,SUBSCRIBE"
+    whatsapp_help_words: str = "HELP,AYUDA"
+    whatsapp_opt_out_reply: str = "You will no longer receive messages. Reply START to subscribe again."
+    whatsapp_opt_in_reply: str = "You are subscribed again. Reply STOP to unsubscribe."
+    whatsapp_help_reply: str = "Reply STOP to unsubscribe or START to subscribe."
+
+    # Webhook receiver
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = 8080
+    webhook_max_body_bytes: int = 1024 * 1024
+
+    # Campaign trigger API
+    campaign_api_token: SecretStr | None = None
+
+    # Logging
+    log_format: Literal["json", "console"] = "console"
+    log_level: str = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, values: Any) -> Any:
+        # Kubernetes and Docker mount secrets as files: WHATSAPP_TOKEN_FILE=/run/secrets/token.
+        if not isinstance(values, dict):
+            return values
+        for name in _SECRET_FIELDS:
+            path = os.environ.get(f"{name.upper()}_FILE")
+            if path and not values.get(name) and not os.environ.get(name.upper()):
+                values[name] = Path(path).read_text(encoding="utf-8").strip()
+        return values
+
+    def words(self, kind: Literal["opt_out", "opt_in", "help"]) -> frozenset[str]:
+        raw = {"opt_out": self.whatsapp_opt_out_words, "opt_in": self.whatsapp_opt_in_words}.get(
+            kind, self.whatsapp_help_words
+        )
+        return frozenset(w.strip().upper() for w in raw.split(",") if w.strip())
+
+    def aiokafka_security(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka clients; empty for a plain local broker."""
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return {}
+        import ssl
+
+        opts: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            ctx = ssl.create_default_context(cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None)
+            if self.kafka_ssl_certfile:
+                ctx.load_cert_chain(str(self.kafka_ssl_certfile), str(self.kafka_ssl_keyfile or ""))
+            opts["ssl_context"] = ctx
+        if self.kafka_sasl_mechanism:
+            opts["sasl_mechanism"] = self.kafka_sasl_mechanism
+            opts["sasl_plain_username"] = self.kafka_sasl_username
+            opts["sasl_plain_password"] = (
+                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+            )
+        return opts
