@@ -73,5 +73,5 @@ bench: install
 	@$(BIN)/python -m bench.run
 
 clean:
-	deploy/kafka/stop || true
+	deploy/kafka/stop --all || true
 	rm -rf $(VENV) .kafka .demo build dist *.egg-info
