@@ -1,0 +1,288 @@
+"""`make run`: the demo a new user sees first, on loopback only.
+
+Starts the local Kafka, the WhatsApp sandbox, the webhook receiver and a worker;
+deploys examples/journeys with waits cut to seconds; publishes events for a few
+hundred profiles; shows deliveries as they arrive and a summary. Ctrl-C stops
+everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console
+from rich.table import Table
+
+from engine.loader import load_journey
+from engine.publish import publish_file
+from engine.registry import next_deployment, publish_deployments, read_deployments
+from engine.topics import ensure_topics
+from schemas.journey import JourneyDefinition, WaitActivity, WaitForEventActivity
+from schemas.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_DIR = ROOT / ".demo"
+SANDBOX_PORT, WEBHOOK_PORT = 8070, 8080
+PROFILES = 300
+MAX_DEMO_SECONDS = 110
+console = Console()
+
+
+def shorten(definition: JourneyDefinition, longest: timedelta = timedelta(seconds=4)) -> JourneyDefinition:
+    """The same journey with every wait cut to a few seconds, for a demo that ends."""
+    copy = definition.model_copy(deep=True)
+    for activity in copy.activities.values():
+        if isinstance(activity, WaitActivity) and activity.duration is not None:
+            activity.duration = min(activity.duration, longest)
+        if isinstance(activity, WaitForEventActivity):
+            activity.timeout = min(activity.timeout, longest + timedelta(seconds=2))
+    return copy
+
+
+def daytime_zone(now: datetime) -> str:
+    """A time zone where it is daytime now, so quiet hours do not hide the demo."""
+    for zone in ("Europe/Madrid", "America/New_York", "America/Los_Angeles", "Asia/Tokyo",
+                 "Asia/Kolkata", "Australia/Sydney", "Pacific/Auckland"):
+        if 9 <= now.astimezone(ZoneInfo(zone)).hour < 20:
+            return zone
+    return "UTC"
+
+
+def sample_events(run: str, now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Events for the demo's profiles, and the orders some of them place a second later."""
+    zone = daytime_zone(now)
+    first, later = [], []
+    stamp = now.isoformat().replace("+00:00", "Z")
+    for i in range(PROFILES):
+        pid = f"demo-{run}-{i:03d}"
+        attributes: dict[str, Any] = {
+            "first_name": ["Ana", "Luis", "Marta", "John", "Emma", "Pablo"][i % 6],
+            "language": "es" if i % 2 == 0 else "en",
+            "timezone": zone,
+            "whatsapp_consent": "opted_out" if i % 10 == 9 else "opted_in",
+        }
+        if i % 15 != 14:  # a few profiles have no phone: skipped as invalid_phone
+            attributes["phone"] = f"+346{int(run, 16) % 100:02d}{i:06d}"
+        if i < 150:
+            first.append({"event_id": f"{pid}-signup", "type": "user.signed_up", "profile_id": pid,
+                          "occurred_at": stamp, "attributes": attributes})
+        else:
+            first.append({"event_id": f"{pid}-attrs", "type": "profile.updated", "profile_id": pid,
+                          "occurred_at": stamp, "attributes": attributes})
+        if i < 100:
+            total = 15 + (i % 5) * 10  # some below 20: the entry condition keeps them out
+            first.append({"event_id": f"{pid}-cart", "type": "cart.abandoned", "profile_id": pid,
+                          "occurred_at": stamp, "data": {"cart_total": total, "items": 1 + i % 3}})
+            if i % 3 == 0:
+                later.append({"event_id": f"{pid}-order", "type": "order.placed", "profile_id": pid,
+                              "occurred_at": stamp, "data": {"order_id": f"o-{i}"}})
+        if 100 <= i < 250:
+            first.append({"event_id": f"{pid}-inactive", "type": "user.inactive", "profile_id": pid,
+                          "occurred_at": stamp, "data": {"days_inactive": 30 + i % 60}})
+    return first, later
+
+
+class Services:
+    """The processes the demo starts, each in its own process group, stopped together."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.kafka_started = False
+
+    def start(self, name: str, *args: str) -> None:
+        log = (DEMO_DIR / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", *args], env=self.env, cwd=ROOT,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.procs.append((name, proc))
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                tail = (DEMO_DIR / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for _, proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        if self.kafka_started:
+            subprocess.run([str(ROOT / "deploy/kafka/stop")], env=self.env, check=False)
+
+
+async def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(trust_env=False) as client:
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get(url)).status_code < 500:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+
+
+async def watch(settings: Settings, run: str) -> dict[str, dict[str, Any]]:
+    """Print delivery events of this run as they arrive; return the last status per message."""
+    consumer = AIOKafkaConsumer(
+        settings.topic_delivery_events, bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
+    )
+    await consumer.start()
+    final: dict[str, dict[str, Any]] = {}
+    rank = {"skipped": 9, "failed": 8, "read": 5, "delivered": 4, "sent": 3, "accepted": 2}
+    started = last_new = time.monotonic()
+    shown = 0
+    try:
+        while True:
+            now = time.monotonic()
+            if now - started > MAX_DEMO_SECONDS or (now - started > 25 and now - last_new > 8):
+                break
+            batches = await consumer.getmany(timeout_ms=300)
+            for records in batches.values():
+                for r in records:
+                    d = orjson.loads(r.value or b"{}")
+                    if not str(d.get("profile_id", "")).startswith(f"demo-{run}-"):
+                        continue
+                    last_new = time.monotonic()
+                    prev = final.get(d["message_id"])
+                    if prev is None or rank[d["status"]] >= rank[prev["status"]]:
+                        final[d["message_id"]] = d
+                    if shown < 40 or d["status"] in ("failed", "skipped") and shown < 60:
+                        err = d.get("error") or {}
+                        console.print(
+                            f"[dim]{d['occurred_at'][11:23]}[/] {d['status']:<9} {d['journey_id']:<14} "
+                            f"{d['activity_id']:<16} {d['profile_id']:<22} "
+                            f"{err.get('reason') or err.get('code') or ''}"
+                        )
+                        shown += 1
+                        if shown == 40:
+                            console.print("[dim]... (more deliveries arriving; summary at the end)[/]")
+    finally:
+        await consumer.stop()
+    return final
+
+
+def summarize(final: dict[str, dict[str, Any]], sandbox_count: int) -> None:
+    table = Table(title="Deliveries by journey (last status of each message)")
+    statuses = ["accepted", "sent", "delivered", "read", "failed", "skipped"]
+    table.add_column("journey")
+    for s in statuses:
+        table.add_column(s, justify="right")
+    by_journey: dict[str, Counter[str]] = {}
+    for d in final.values():
+        by_journey.setdefault(d["journey_id"], Counter())[d["status"]] += 1
+    for journey, counts in sorted(by_journey.items()):
+        table.add_row(journey, *(str(counts[s]) for s in statuses))
+    console.print(table)
+    skipped = Counter((d.get("error") or {}).get("reason") for d in final.values() if d["status"] == "skipped")
+    failed = Counter((d.get("error") or {}).get("code") for d in final.values() if d["status"] == "failed")
+    console.print(f"skipped by reason: {dict(skipped)}")
+    console.print(f"failed by error code: {dict(failed)}")
+    sent = sum(1 for d in final.values() if d["status"] not in ("skipped",) and d.get("wamid"))
+    console.print(f"messages the sandbox received for this run: {sandbox_count} (accepted by the connector: {sent})")
+
+
+async def demo(services: Services, settings: Settings, run: str) -> None:
+    now = datetime.now(UTC)
+    console.print(f"[bold]run {run}[/]: starting sandbox, webhook receiver and worker")
+    await ensure_topics(settings)
+    services.start("sandbox", "sandbox", "--port", str(SANDBOX_PORT), "--templates",
+                   str(ROOT / "deploy/sandbox/templates.yaml"), "--webhook-url",
+                   f"http://127.0.0.1:{WEBHOOK_PORT}/webhooks/whatsapp", "--failure-share", "0.05")
+    services.start("webhook", "webhook", "--port", str(WEBHOOK_PORT))
+    services.start("worker", "worker")
+    await wait_http(f"http://127.0.0.1:{SANDBOX_PORT}/healthz")
+    await wait_http(f"http://127.0.0.1:{WEBHOOK_PORT}/healthz")
+    services.check_alive()
+
+    current = await read_deployments(settings)
+    records = []
+    for path in sorted((ROOT / "examples/journeys").glob("*.yaml")):
+        journey = shorten(load_journey(path))
+        dep = next_deployment(journey, current.get(journey.id), source=str(path.relative_to(ROOT)))
+        if dep:
+            records.append(dep)
+        console.print(f"deployed {journey.id} v{(dep or current[journey.id]).version}  ({path.name}, waits cut to seconds)")
+    await publish_deployments(settings, records)
+
+    first, later = sample_events(run, now)
+    events_file = DEMO_DIR / f"events-{run}.jsonl"
+    events_file.write_bytes(b"\n".join(orjson.dumps(e) for e in first) + b"\n")
+    await asyncio.sleep(3)  # let the worker join its group before the burst
+    services.check_alive()
+    sent, problems = await publish_file(settings, events_file, settings.topic_profile_events, show_progress=False)
+    console.print(f"published {sent} events for {PROFILES} profiles ({events_file.relative_to(ROOT)})")
+    await asyncio.sleep(1)
+    later_file = DEMO_DIR / f"orders-{run}.jsonl"
+    later_file.write_bytes(b"\n".join(orjson.dumps(e) for e in later) + b"\n")
+    sent_later, _ = await publish_file(settings, later_file, settings.topic_profile_events, show_progress=False)
+    console.print(f"published {sent_later} order.placed events (they end those cart-recovery instances)")
+    console.print("[bold]deliveries as they arrive[/] (time, status, journey, activity, profile, reason):")
+    final = await watch(settings, run)
+    services.check_alive()
+    async with httpx.AsyncClient(trust_env=False) as client:
+        messages = (await client.get(f"http://127.0.0.1:{SANDBOX_PORT}/sandbox/messages")).json()
+    ours = [m for m in messages if f"demo-{run}-" in str(m.get("biz_opaque_callback_data") or "")]
+    summarize(final, len(ours))
+    console.print(f"logs: {DEMO_DIR.relative_to(ROOT)}/  ·  try: journeyctl list · journeyctl graph examples/journeys/winback.yaml")
+
+
+def main() -> int:
+    DEMO_DIR.mkdir(exist_ok=True)
+    run = secrets.token_hex(3)
+    env = {
+        **os.environ,
+        "WHATSAPP_TOKEN": secrets.token_urlsafe(24),
+        "WHATSAPP_APP_SECRET": secrets.token_urlsafe(24),
+        "WHATSAPP_VERIFY_TOKEN": secrets.token_urlsafe(12),
+        "WHATSAPP_API_URL": f"http://127.0.0.1:{SANDBOX_PORT}",
+        "LOG_FORMAT": "json",
+    }
+    services = Services(env)
+    pid_file = ROOT / ".kafka" / f"kafka-{env.get('KAFKA_PORT', '9092')}.pid"
+    if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+        services.kafka_started = not pid_file.exists()
+        console.print("starting the local Kafka broker (the first time fetches it through Maven) ...")
+        out = subprocess.run([str(ROOT / "deploy/kafka/start")], env=env, capture_output=True, text=True)
+        if out.returncode != 0:
+            console.print(out.stderr[-3000:])
+            return 2
+        env["KAFKA_BOOTSTRAP_SERVERS"] = out.stdout.strip().splitlines()[-1]
+    settings = Settings(kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
+    try:
+        asyncio.run(demo(services, settings, run))
+    except KeyboardInterrupt:
+        console.print("stopping ...")
+    except RuntimeError as exc:
+        console.print(f"[red]demo failed:[/] {exc}")
+        return 1
+    finally:
+        services.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
