@@ -209,8 +209,9 @@ def activity_targets(activity: Any) -> Iterator[tuple[tuple[str | int, ...], str
     match activity:
         case WaitActivity() | WhatsAppActivity() | HttpActivity():
             yield ("next",), activity.next
-            if getattr(activity, "on_error", None):
-                yield ("on_error",), activity.on_error
+            on_error = getattr(activity, "on_error", None)
+            if on_error:
+                yield ("on_error",), on_error
         case ConditionActivity():
             for i, branch in enumerate(activity.branches):
                 yield ("branches", i, "next"), branch.next

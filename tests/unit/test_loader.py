@@ -40,7 +40,14 @@ def test_design_example_loads_with_its_properties() -> None:
     assert journey.exit_on[0].event == "order.placed"
     assert journey.frequency_cap is not None and journey.frequency_cap.max == 2
     assert journey.quiet_hours is not None and journey.quiet_hours.action == "delay"
-    assert list(journey.activities) == ["wait-1h", "pick-language", "send-es", "send-en", "wait-order", "done"]
+    assert list(journey.activities) == [
+        "wait-1h",
+        "pick-language",
+        "send-es",
+        "send-en",
+        "wait-order",
+        "done",
+    ]
 
 
 def test_unknown_top_level_field() -> None:
@@ -68,7 +75,9 @@ def test_transition_to_missing_activity() -> None:
 
 def test_unreachable_activity() -> None:
     text = BASE + "  orphan: {type: end}\n"
-    assert problems(text) == ["j.yaml:9:11: activities.orphan: activity 'orphan' is unreachable from start"]
+    assert problems(text) == [
+        "j.yaml:9:11: activities.orphan: activity 'orphan' is unreachable from start"
+    ]
 
 
 def test_cycle_without_wait() -> None:
@@ -111,11 +120,15 @@ def test_too_many_activities() -> None:
     lines = [f"  s{i}: {{type: wait, duration: 1h, next: s{i + 1}}}" for i in range(50)]
     text = BASE.split("activities:")[0].replace("start: first", "start: s0") + "activities:\n"
     text += "\n".join(lines) + "\n  s50: {type: end}\n"
-    assert problems(text) == ["j.yaml:7:3: activities: a journey has at most 50 activities; this one has 51"]
+    assert problems(text) == [
+        "j.yaml:7:3: activities: a journey has at most 50 activities; this one has 51"
+    ]
 
 
 def test_timeout_over_91_days() -> None:
-    assert problems(BASE + "timeout: 92d\n") == ["j.yaml:9:10: timeout: the journey timeout cannot exceed 91d"]
+    assert problems(BASE + "timeout: 92d\n") == [
+        "j.yaml:9:10: timeout: the journey timeout cannot exceed 91d"
+    ]
 
 
 def test_bad_duration() -> None:
@@ -127,14 +140,21 @@ def test_bad_duration() -> None:
 
 
 def test_cel_syntax_error_is_caught_at_validation() -> None:
-    text = BASE.replace("  event: user.signed_up\n", "  event: user.signed_up\n  condition: 'event.data.x >'\n")
+    text = BASE.replace(
+        "  event: user.signed_up\n", "  event: user.signed_up\n  condition: 'event.data.x >'\n"
+    )
     (found,) = problems(text)
-    assert found.startswith("j.yaml:5:14: entry.condition: invalid CEL expression 'event.data.x >': Syntax error")
+    assert found.startswith(
+        "j.yaml:5:14: entry.condition: invalid CEL expression 'event.data.x >': Syntax error"
+    )
 
 
 def test_reentry_after_needs_a_wait() -> None:
     (found,) = problems(BASE + "reentry: {mode: after}\n")
-    assert found == "j.yaml:9:10: reentry: reentry mode 'after' needs a wait, for example {mode: after, wait: 7d}"
+    assert (
+        found
+        == "j.yaml:9:10: reentry: reentry mode 'after' needs a wait, for example {mode: after, wait: 7d}"
+    )
 
 
 def test_condition_else_is_named_as_written() -> None:
@@ -154,7 +174,9 @@ activities:
 
 def test_duplicate_keys_are_reported() -> None:
     text = BASE + "name: Again\n"
-    assert "j.yaml:9:1: name: duplicate key: the later value would hide the earlier" in problems(text)
+    assert "j.yaml:9:1: name: duplicate key: the later value would hide the earlier" in problems(
+        text
+    )
 
 
 def test_several_problems_at_once() -> None:
@@ -181,7 +203,9 @@ def test_not_a_mapping() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(JourneyValidationError) as exc:
         load_journey(tmp_path / "none.yaml")
-    assert str(exc.value).endswith("none.yaml:1:1: <journey>: cannot read file: No such file or directory")
+    assert str(exc.value).endswith(
+        "none.yaml:1:1: <journey>: cannot read file: No such file or directory"
+    )
 
 
 def test_bad_journey_id() -> None:

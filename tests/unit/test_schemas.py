@@ -35,7 +35,9 @@ GOOD_EVENT = {
 }
 
 
-def errors_of(exc: pytest.ExceptionInfo[ValidationError]) -> list[tuple[tuple[str | int, ...], str]]:
+def errors_of(
+    exc: pytest.ExceptionInfo[ValidationError],
+) -> list[tuple[tuple[str | int, ...], str]]:
     return [(tuple(e["loc"]), e["msg"]) for e in exc.value.errors()]
 
 
@@ -51,8 +53,16 @@ def test_design_example_event_is_valid() -> None:
     [
         ({"colour": "red"}, ("colour",), "Extra inputs are not permitted"),
         ({"profile_id": ""}, ("profile_id",), "String should have at least 1 character"),
-        ({"occurred_at": "2026-11-24T10:00:00"}, ("occurred_at",), "Input should have timezone info"),
-        ({"type": "has space"}, ("type",), "String should match pattern '^[A-Za-z0-9][A-Za-z0-9_.:-]*$'"),
+        (
+            {"occurred_at": "2026-11-24T10:00:00"},
+            ("occurred_at",),
+            "Input should have timezone info",
+        ),
+        (
+            {"type": "has space"},
+            ("type",),
+            "String should match pattern '^[A-Za-z0-9][A-Za-z0-9_.:-]*$'",
+        ),
         (
             {"attributes": {"phone": "600111222"}},
             ("attributes", "phone"),
@@ -75,7 +85,9 @@ def test_design_example_event_is_valid() -> None:
         ),
     ],
 )
-def test_bad_events_name_the_field(patch: dict[str, object], loc: tuple[str, ...], message: str) -> None:
+def test_bad_events_name_the_field(
+    patch: dict[str, object], loc: tuple[str, ...], message: str
+) -> None:
     with pytest.raises(ValidationError) as exc:
         ProfileEvent.model_validate({**GOOD_EVENT, **patch})
     assert errors_of(exc) == [(loc, message)]
@@ -101,8 +113,13 @@ def test_phone_is_normalised_to_e164() -> None:
 
 @pytest.mark.parametrize(
     ("text", "delta", "back"),
-    [("30s", timedelta(seconds=30), "30s"), ("15m", timedelta(minutes=15), "15m"),
-     ("1h", timedelta(hours=1), "1h"), ("7d", timedelta(days=7), "7d"), ("90m", timedelta(minutes=90), "90m")],
+    [
+        ("30s", timedelta(seconds=30), "30s"),
+        ("15m", timedelta(minutes=15), "15m"),
+        ("1h", timedelta(hours=1), "1h"),
+        ("7d", timedelta(days=7), "7d"),
+        ("90m", timedelta(minutes=90), "90m"),
+    ],
 )
 def test_durations_round_trip(text: str, delta: timedelta, back: str) -> None:
     assert parse_duration(text) == delta
@@ -117,10 +134,17 @@ def test_bad_durations_say_how_to_write_one(bad: object) -> None:
 
 def test_delivery_event_contract_example() -> None:
     example = {
-        "message_id": "cart-recovery:3:p-42:send-es:1", "wamid": "wamid.HBg...",
-        "journey_id": "cart-recovery", "journey_version": 3, "activity_id": "send-es",
-        "profile_id": "p-42", "channel": "whatsapp", "template": "cart_reminder",
-        "language": "es", "status": "delivered", "error": None,
+        "message_id": "cart-recovery:3:p-42:send-es:1",
+        "wamid": "wamid.HBg...",
+        "journey_id": "cart-recovery",
+        "journey_version": 3,
+        "activity_id": "send-es",
+        "profile_id": "p-42",
+        "channel": "whatsapp",
+        "template": "cart_reminder",
+        "language": "es",
+        "status": "delivered",
+        "error": None,
         "occurred_at": "2026-11-24T11:00:03Z",
     }
     event = DeliveryEvent.model_validate(example)
@@ -130,28 +154,47 @@ def test_delivery_event_contract_example() -> None:
 
 def test_delivery_status_rejects_unknown() -> None:
     with pytest.raises(ValidationError) as exc:
-        DeliveryEvent.model_validate({
-            "message_id": "m", "journey_id": "j", "journey_version": 1, "activity_id": "a",
-            "profile_id": "p", "status": "bounced", "occurred_at": "2026-11-24T11:00:03Z",
-        })
+        DeliveryEvent.model_validate(
+            {
+                "message_id": "m",
+                "journey_id": "j",
+                "journey_version": 1,
+                "activity_id": "a",
+                "profile_id": "p",
+                "status": "bounced",
+                "occurred_at": "2026-11-24T11:00:03Z",
+            }
+        )
     assert errors_of(exc)[0][0] == ("status",)
 
 
 def test_send_request_rejects_unknown_fields() -> None:
     with pytest.raises(ValidationError) as exc:
-        SendRequest.model_validate({
-            "message_id": "m", "journey_id": "j", "journey_version": 1, "activity_id": "a",
-            "profile_id": "p", "requested_at": "2026-11-24T11:00:03Z", "priority": 1,
-        })
+        SendRequest.model_validate(
+            {
+                "message_id": "m",
+                "journey_id": "j",
+                "journey_version": 1,
+                "activity_id": "a",
+                "profile_id": "p",
+                "requested_at": "2026-11-24T11:00:03Z",
+                "priority": 1,
+            }
+        )
     assert errors_of(exc) == [(("priority",), "Extra inputs are not permitted")]
 
 
 def test_journey_definition_checks_graph_outside_the_loader() -> None:
     with pytest.raises(ValidationError, match="transition to missing activity 'nowhere'"):
-        JourneyDefinition.model_validate({
-            "id": "j", "name": "J", "entry": {"event": "e"}, "start": "a",
-            "activities": {"a": {"type": "wait", "duration": "1h", "next": "nowhere"}},
-        })
+        JourneyDefinition.model_validate(
+            {
+                "id": "j",
+                "name": "J",
+                "entry": {"event": "e"},
+                "start": "a",
+                "activities": {"a": {"type": "wait", "duration": "1h", "next": "nowhere"}},
+            }
+        )
 
 
 def test_checked_in_json_schemas_are_current() -> None:
@@ -170,7 +213,9 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert settings.whatsapp_rate_per_second == 250
 
 
-def test_secrets_can_come_from_files(monkeypatch: pytest.MonkeyPatch, tmp_path: pytest.TempPathFactory) -> None:
+def test_secrets_can_come_from_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pytest.TempPathFactory
+) -> None:
     secret = tmp_path / "token"  # type: ignore[operator]
     secret.write_text("s3cret\n")
     monkeypatch.delenv("WHATSAPP_TOKEN", raising=False)

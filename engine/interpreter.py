@@ -1,0 +1,584 @@
+"""The per-profile state machine driver: one event, or the clock, applied to one profile's journeys.
+
+Pure and synchronous: the streaming shell owns storage, topics, timers and the clock (`now`).
+
+Processing order of `apply_event` (each step sees the previous one's result):
+1. dedupe on `event_id` (the last `dedupe_window` ids); a duplicate changes nothing;
+2. fire every timer already due at `now`, so an event never beats a timeout that came first
+   and steps that were due earlier do not see the event's attributes;
+3. merge `attributes` into the profile (None leaves an attribute as it was);
+4. per live instance: archived journey -> ARCHIVED; exit criterion -> EXIT_EVENT; else
+   resume it if it waits for this event (or this HTTP response);
+5. entries into the active journeys this event type admits, each run until it waits or ends.
+
+Choices where the contract is silent:
+- `state.instances` is keyed by journey id, which makes "one live instance per journey and
+  profile" a property of the data. An instance keeps the version it entered with; if the
+  catalog does not know that version yet, the instance is left untouched (its timer stays
+  due, so the shell should retry it after the next definition record, not spin).
+- Paused journeys admit nobody (entries and jumps) but their live instances carry on;
+  archiving ends live instances at the next event or timer of the profile.
+- One `activity` step event per visit, written when the step is done, with its outcome
+  (branch index, "else", "elapsed", "event", "timeout", "ok", "error", "sent", a skip reason,
+  a split path, "jumped"). A visit cut short by an exit shows as the `exited` event, whose
+  `activity_id` is where the instance was.
+- The global timeout is checked before a due timer, so a worker catching up after an outage
+  never sends for an instance whose deadline has passed.
+- Conditions of entry rules, exit criteria and wait_for_event that fail to evaluate against an
+  event (a missing field, a wrong type) mean "does not match"; condition and wait activities
+  report their errors (on_error or an ERROR exit with the reason in `detail`).
+- Delivery statuses (`whatsapp.accepted|sent|delivered|read|failed|skipped`) only match a
+  wait_for_event of the instance whose pending message they are about; exit criteria match
+  any event of their type (add `trigger.data.journey_id == journey.id` to narrow them).
+- A quiet-hours delay counts one visit: the step re-runs with the same visit number, so the
+  message id does not change. The same holds for the HTTP request id of a waiting call.
+- A jump ends the instance (JUMPED, detail = target) and enters the target's current version
+  from its start, with this instance's entry event; a target that refuses by its re-entry
+  rules or a live instance shows as outcome "not_admitted" on the jump step.
+- Every run has a budget of 200 steps, shared across jumps, so jump loops end with ERROR.
+- A send's `trigger_at` is when its cause happened: the event that entered or resumed the
+  instance, or the due time of the timer that woke it, so event-to-send latency stays honest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from activities import (
+    HttpCall,
+    StepContext,
+    StepOutcome,
+    Variables,
+    build_variables,
+    entry,
+    evaluate_condition,
+    run_activity,
+)
+from activities import http as http_activity
+from activities import wait as wait_activity
+from activities import wait_for_event as wait_for_event_activity
+from activities import whatsapp as whatsapp_activity
+from activities.expressions import ExpressionError
+from engine.catalog import CompiledJourney, JourneyCatalog
+from schemas.common import format_duration
+from schemas.events import ProfileEvent
+from schemas.messages import DeliveryEvent, DeliveryStatus, SendRequest
+from schemas.state import EventContext, JourneyHistory, JourneyInstance, ProfileState
+from schemas.steps import ExitReason, JourneyStepEvent
+
+__all__ = [
+    "MAX_STEPS",
+    "Effects",
+    "HttpCall",
+    "ProcessResult",
+    "apply_event",
+    "apply_timers",
+    "check_event_time",
+    "delivery_to_event",
+    "new_profile_state",
+]
+
+MAX_STEPS = 200
+DELIVERY_EVENT_TYPES = frozenset(f"whatsapp.{status.value}" for status in DeliveryStatus)
+HTTP_RESPONSE_EVENT = http_activity.RESPONSE_EVENT
+# Send times kept per profile: at least this many and this long, more when a cap needs it.
+_MIN_SENDS_KEPT = 100
+_MIN_SENDS_WINDOW = timedelta(days=1)
+
+Resume = Callable[[StepContext, Any, datetime], StepOutcome]
+
+# What a timer means for an instance, by what it waits for.
+_ON_TIMER: dict[str, tuple[str, Resume]] = {
+    "timer": ("wait", wait_activity.on_timer),
+    "event": ("wait_for_event", wait_for_event_activity.on_timer),
+    "http": ("http", http_activity.on_timer),
+    "quiet_hours": ("whatsapp", whatsapp_activity.run),
+}
+
+
+@dataclass(slots=True)
+class Effects:
+    """What the shell must publish after committing the new state."""
+
+    sends: list[SendRequest] = field(default_factory=list)
+    deliveries: list[DeliveryEvent] = field(default_factory=list)
+    http_calls: list[HttpCall] = field(default_factory=list)
+    steps: list[JourneyStepEvent] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.sends or self.deliveries or self.http_calls or self.steps)
+
+
+@dataclass(slots=True, kw_only=True)
+class ProcessResult:
+    """The profile's state (the same object passed in), its effects, and whether to store it."""
+
+    state: ProfileState
+    effects: Effects
+    duplicate: bool = False
+    changed: bool
+
+
+def new_profile_state(profile_id: str) -> ProfileState:
+    return ProfileState.model_construct(
+        profile_id=profile_id,
+        attributes={},
+        seen_event_ids=[],
+        instances={},
+        history={},
+        sends={},
+        updated_at=None,
+    )
+
+
+def apply_event(
+    state: ProfileState,
+    event: ProfileEvent,
+    catalog: JourneyCatalog,
+    now: datetime,
+    *,
+    dedupe_window: int = 64,
+) -> ProcessResult:
+    """Apply one profile event (the order of work is in the module docstring)."""
+    seen = state.seen_event_ids
+    if event.event_id in seen:
+        return ProcessResult(state=state, effects=Effects(), duplicate=True, changed=False)
+    seen.append(event.event_id)
+    if len(seen) > dedupe_window:
+        del seen[: len(seen) - dedupe_window]
+    run = _Run(state, catalog, now)
+    _fire_due_timers(run)
+    run.event_id = event.event_id
+    if event.attributes is not None:
+        for key, value in event.attributes:
+            if value is not None:
+                state.attributes[key] = value
+    trigger = EventContext.model_construct(
+        event_id=event.event_id, type=event.type, data=event.data, occurred_at=event.occurred_at
+    )
+    for instance in list(state.instances.values()):
+        if state.instances.get(instance.journey_id) is not instance:
+            continue
+        compiled = catalog.get(instance.journey_id, instance.version)
+        if compiled is None:
+            continue
+        if event.type in compiled.exit_types and _exits(run, compiled, instance, trigger):
+            _end(run, instance, ExitReason.EXIT_EVENT, f"exit event {event.type}")
+        elif instance.waiting is not None:
+            _deliver(run, compiled, instance, event, trigger)
+    for compiled in catalog.entries_for(event.type):
+        _try_entry(run, compiled, trigger)
+
+    state.updated_at = now
+    return ProcessResult(state=state, effects=run.effects, changed=True)
+
+
+def apply_timers(state: ProfileState, catalog: JourneyCatalog, now: datetime) -> ProcessResult:
+    """Fire everything due at `now`: archived journeys, global timeouts, then instance timers."""
+    run = _Run(state, catalog, now)
+    _fire_due_timers(run)
+    if run.changed:
+        state.updated_at = now
+    return ProcessResult(state=state, effects=run.effects, changed=run.changed)
+
+
+def check_event_time(
+    event: ProfileEvent,
+    now: datetime,
+    *,
+    max_age: timedelta = timedelta(days=91),
+    max_future: timedelta = timedelta(hours=1),
+) -> str | None:
+    """Why an event's time makes it unusable (a dead-letter reason), or None when it is fine."""
+    if event.occurred_at < now - max_age:
+        return (
+            f"event {event.event_id!r} occurred at {event.occurred_at.isoformat()}, "
+            f"more than {format_duration(max_age)} before {now.isoformat()}"
+        )
+    if event.occurred_at > now + max_future:
+        return (
+            f"event {event.event_id!r} occurred at {event.occurred_at.isoformat()}, "
+            f"more than {format_duration(max_future)} after {now.isoformat()}: "
+            "check the sender's clock"
+        )
+    return None
+
+
+def delivery_to_event(delivery: DeliveryEvent) -> ProfileEvent:
+    """A delivery status as the profile event that journeys wait for (`whatsapp.read`, ...)."""
+    status = DeliveryStatus(delivery.status).value
+    error = delivery.error.model_dump(mode="json", exclude_none=True) if delivery.error else None
+    return ProfileEvent.model_construct(
+        event_id=f"delivery:{delivery.message_id}:{status}",
+        type=f"whatsapp.{status}",
+        profile_id=delivery.profile_id,
+        occurred_at=delivery.occurred_at,
+        attributes=None,
+        data={
+            "message_id": delivery.message_id,
+            "wamid": delivery.wamid,
+            "journey_id": delivery.journey_id,
+            "journey_version": delivery.journey_version,
+            "activity_id": delivery.activity_id,
+            "template": delivery.template,
+            "error": error,
+        },
+    )
+
+
+# --- one call's working set ------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Run:
+    state: ProfileState
+    catalog: JourneyCatalog
+    now: datetime
+    effects: Effects = field(default_factory=Effects)
+    event_id: str | None = None
+    changed: bool = False
+
+
+def _fire_due_timers(run: _Run) -> None:
+    now = run.now
+    for instance in list(run.state.instances.values()):
+        if run.state.instances.get(instance.journey_id) is not instance:
+            continue  # ended by an earlier instance's jump in this loop
+        compiled = run.catalog.get(instance.journey_id, instance.version)
+        if compiled is None:
+            continue
+        if compiled.status == "archived":
+            _end(run, instance, ExitReason.ARCHIVED, "journey archived")
+        elif now >= instance.deadline:
+            timeout = format_duration(compiled.definition.timeout)
+            _end(run, instance, ExitReason.TIMEOUT, f"journey timeout of {timeout} reached")
+        elif instance.wake_at is not None and instance.wake_at <= now:
+            _resume_on_timer(run, compiled, instance)
+
+
+def _resume_on_timer(run: _Run, compiled: CompiledJourney, instance: JourneyInstance) -> None:
+    activity = compiled.definition.activities.get(instance.activity_id)
+    expected, resume = _ON_TIMER.get(instance.waiting or "", ("", None))
+    if activity is None or resume is None or activity.type != expected:
+        detail = f"cannot resume a {instance.waiting} wait at {instance.activity_id!r}"
+        _end(run, instance, ExitReason.ERROR, detail)
+        return
+    assert instance.wake_at is not None
+    _drive(run, compiled, instance, trigger=None, trigger_at=instance.wake_at, resume=resume)
+
+
+def _deliver(
+    run: _Run,
+    compiled: CompiledJourney,
+    instance: JourneyInstance,
+    event: ProfileEvent,
+    trigger: EventContext,
+) -> None:
+    """Resume the instance if it waits for this event or this HTTP response."""
+    activity = compiled.definition.activities.get(instance.activity_id)
+    resume: Resume
+    if instance.waiting == "event" and instance.wait_event == event.type:
+        if activity is None or activity.type != "wait_for_event":
+            return
+        if event.type in DELIVERY_EVENT_TYPES and (
+            instance.pending_message_id is None
+            or event.data.get("message_id") != instance.pending_message_id
+        ):
+            return
+        variables = _variables(run, compiled, instance, trigger)
+        ctx = _context(run, compiled, instance, variables, trigger_at=event.occurred_at, visit=0)
+        if not wait_for_event_activity.matches(ctx, activity):
+            return
+        resume = wait_for_event_activity.on_event
+    elif instance.waiting == "http" and event.type == HTTP_RESPONSE_EVENT:
+        if activity is None or activity.type != "http":
+            return
+        visit = _history(run, instance.journey_id).visits.get(instance.activity_id, 0)
+        expected = http_activity.request_id(instance.instance_id, instance.activity_id, visit)
+        if event.data.get("request_id") != expected:
+            return
+        ok, status = event.data.get("ok") is True, event.data.get("status")
+
+        def resume(ctx: StepContext, act: Any, now: datetime) -> StepOutcome:
+            return http_activity.on_response(ctx, act, ok, status)
+
+        variables = None
+    else:
+        return
+    _drive(
+        run,
+        compiled,
+        instance,
+        trigger=trigger,
+        trigger_at=event.occurred_at,
+        resume=resume,
+        variables=variables,
+    )
+
+
+def _exits(
+    run: _Run, compiled: CompiledJourney, instance: JourneyInstance, trigger: EventContext
+) -> bool:
+    variables: Variables | None = None
+    for rule in compiled.definition.exit_on:
+        if rule.event != trigger.type:
+            continue
+        if rule.condition is None:
+            return True
+        if variables is None:
+            variables = _variables(run, compiled, instance, trigger)
+        try:
+            if evaluate_condition(rule.condition, variables):
+                return True
+        except ExpressionError:
+            continue
+    return False
+
+
+# --- entering --------------------------------------------------------------------------
+
+
+def _try_entry(run: _Run, compiled: CompiledJourney, trigger: EventContext) -> None:
+    if not compiled.active or _refusal(run, compiled) is not None:
+        return
+    instance = _new_instance(run, compiled, trigger)
+    variables = _variables(run, compiled, instance, trigger)
+    ctx = _context(run, compiled, instance, variables, trigger.occurred_at, visit=0)
+    if entry.run(ctx, compiled.definition.entry, run.now).next is None:
+        return
+    _admit(run, instance)
+    _drive(run, compiled, instance, trigger, trigger.occurred_at, variables=variables)
+
+
+def _refusal(run: _Run, compiled: CompiledJourney, leaving: str | None = None) -> str | None:
+    """Why the profile cannot enter this journey now, or None."""
+    if compiled.journey_id in run.state.instances and compiled.journey_id != leaving:
+        return "the profile is already in this journey"
+    history = run.state.history.get(compiled.journey_id)
+    return entry.reentry_refusal(compiled.definition.reentry, history, run.now)
+
+
+def _new_instance(
+    run: _Run, compiled: CompiledJourney, entry_event: EventContext
+) -> JourneyInstance:
+    """The instance the profile would get; nothing is recorded until it is admitted."""
+    state, now, definition = run.state, run.now, compiled.definition
+    history = state.history.get(compiled.journey_id)
+    entry_no = (history.entries if history is not None else 0) + 1
+    return JourneyInstance.model_construct(
+        instance_id=f"{compiled.journey_id}:{compiled.version}:{state.profile_id}:{entry_no}",
+        journey_id=compiled.journey_id,
+        version=compiled.version,
+        profile_id=state.profile_id,
+        entry_no=entry_no,
+        activity_id=definition.start,
+        waiting=None,
+        wake_at=None,
+        wait_event=None,
+        entered_at=now,
+        step_entered_at=now,
+        deadline=now + definition.timeout,
+        entry_event=entry_event,
+        pending_message_id=None,
+    )
+
+
+def _admit(run: _Run, instance: JourneyInstance) -> None:
+    history = _history(run, instance.journey_id)
+    history.entries = instance.entry_no
+    history.last_entered_at = run.now
+    run.state.instances[instance.journey_id] = instance
+    _step(run, instance, "entered", instance.activity_id)
+    run.changed = True
+
+
+# --- running ---------------------------------------------------------------------------
+
+
+def _drive(
+    run: _Run,
+    compiled: CompiledJourney,
+    instance: JourneyInstance,
+    trigger: EventContext | None,
+    trigger_at: datetime,
+    *,
+    resume: Resume | None = None,
+    variables: Variables | None = None,
+) -> None:
+    """Run the instance's current activity (resumed, or afresh) and on, until it waits or ends."""
+    run.changed = True
+    budget = MAX_STEPS
+    while True:
+        activity_id = instance.activity_id
+        activity = compiled.definition.activities[activity_id]
+        visits = _history(run, instance.journey_id).visits
+        if resume is None:
+            if budget == 0:
+                detail = f"step limit: {MAX_STEPS} steps without a wait"
+                _end(run, instance, ExitReason.ERROR, detail)
+                return
+            budget -= 1
+            visits[activity_id] = visit = visits.get(activity_id, 0) + 1
+        else:
+            visit = visits.get(activity_id, 1)
+        if variables is None:
+            variables = _variables(run, compiled, instance, trigger)
+        ctx = _context(run, compiled, instance, variables, trigger_at, visit)
+        ctx.resumed = resume is not None
+        outcome = (resume or run_activity)(ctx, activity, run.now)
+        resume = None
+        _collect(run, instance, outcome)
+
+        if outcome.wait is not None:
+            instance.waiting = outcome.wait.kind
+            instance.wake_at = outcome.wait.until
+            instance.wait_event = outcome.wait.event
+            return
+        instance.waiting = instance.wake_at = instance.wait_event = None
+        if outcome.jump_to is not None:
+            target = _jump(run, instance, activity.type, outcome.jump_to)
+            if target is None:
+                return
+            instance = _new_instance(run, target, instance.entry_event)
+            _admit(run, instance)
+            compiled, variables = target, None
+            continue
+        label, why = outcome.outcome, outcome.detail
+        _step(run, instance, "activity", activity_id, activity.type, label, why)
+        if outcome.next is None:
+            _end(run, instance, outcome.exit or ExitReason.COMPLETED, why)
+            return
+        instance.activity_id = outcome.next
+        instance.step_entered_at = run.now
+
+
+def _jump(
+    run: _Run, instance: JourneyInstance, activity_type: str, target_id: str
+) -> CompiledJourney | None:
+    """End the jumping instance; the target to enter, or None when it cannot be entered."""
+    target = run.catalog.current(target_id)
+    if target is None or not target.active:
+        why = "not found" if target is None else f"not active ({target.status})"
+        detail = f"jump target {target_id!r} {why}"
+        outcome = "target_not_found" if target is None else "target_not_active"
+        _step(run, instance, "activity", instance.activity_id, activity_type, outcome, detail)
+        _end(run, instance, ExitReason.ERROR, detail)
+        return None
+    # The jumping instance ends first, so a jump into its own journey does not see it live.
+    refusal = _refusal(run, target, leaving=instance.journey_id)
+    outcome = "jumped" if refusal is None else "not_admitted"
+    detail = target_id if refusal is None else f"{target_id}: {refusal}"
+    _step(run, instance, "activity", instance.activity_id, activity_type, outcome, detail)
+    _end(run, instance, ExitReason.JUMPED, detail)
+    return target if refusal is None else None
+
+
+def _collect(run: _Run, instance: JourneyInstance, outcome: StepOutcome) -> None:
+    effects = run.effects
+    if outcome.send is not None:
+        effects.sends.append(outcome.send)
+        _record_send(run)
+    if outcome.delivery is not None:
+        effects.deliveries.append(outcome.delivery)
+    if outcome.http_call is not None:
+        effects.http_calls.append(outcome.http_call)
+    if outcome.message_id is not None:
+        instance.pending_message_id = outcome.message_id
+
+
+def _record_send(run: _Run) -> None:
+    sends = run.state.sends.setdefault("whatsapp", [])
+    sends.append(run.now)
+    # Keep what the longest and largest frequency cap the catalog knows can ask for.
+    since = run.now - max(run.catalog.longest_cap_window, _MIN_SENDS_WINDOW)
+    keep = max(run.catalog.largest_cap, _MIN_SENDS_KEPT)
+    if sends[0] <= since or len(sends) > keep:
+        sends[:] = [sent_at for sent_at in sends if sent_at > since][-keep:]
+
+
+def _end(run: _Run, instance: JourneyInstance, reason: ExitReason, detail: str | None) -> None:
+    _step(run, instance, "exited", instance.activity_id, reason=reason, detail=detail)
+    _history(run, instance.journey_id).last_exited_at = run.now
+    instance.waiting = instance.wake_at = instance.wait_event = None
+    run.state.instances.pop(instance.journey_id, None)
+    run.changed = True
+
+
+def _step(
+    run: _Run,
+    instance: JourneyInstance,
+    kind: Literal["entered", "activity", "exited"],
+    activity_id: str | None,
+    activity_type: str | None = None,
+    outcome: str | None = None,
+    detail: str | None = None,
+    *,
+    reason: ExitReason | None = None,
+) -> None:
+    run.effects.steps.append(
+        JourneyStepEvent.model_construct(
+            kind=kind,
+            journey_id=instance.journey_id,
+            journey_version=instance.version,
+            instance_id=instance.instance_id,
+            profile_id=instance.profile_id,
+            activity_id=activity_id,
+            activity_type=activity_type,
+            outcome=outcome,
+            reason=reason,
+            detail=detail,
+            event_id=run.event_id,
+            occurred_at=run.now,
+        )
+    )
+
+
+def _history(run: _Run, journey_id: str) -> JourneyHistory:
+    history = run.state.history.get(journey_id)
+    if history is None:
+        history = JourneyHistory.model_construct(
+            entries=0, last_entered_at=None, last_exited_at=None, visits={}
+        )
+        run.state.history[journey_id] = history
+    return history
+
+
+def _variables(
+    run: _Run, compiled: CompiledJourney, instance: JourneyInstance, trigger: EventContext | None
+) -> Variables:
+    return build_variables(
+        profile=run.state.attributes,
+        event=instance.entry_event,
+        trigger=trigger,
+        journey_id=instance.journey_id,
+        version=instance.version,
+        instance_id=instance.instance_id,
+        entered_at=instance.entered_at,
+        now=run.now,
+        programs=compiled.programs,
+    )
+
+
+def _context(
+    run: _Run,
+    compiled: CompiledJourney,
+    instance: JourneyInstance,
+    variables: Variables,
+    trigger_at: datetime,
+    visit: int,
+) -> StepContext:
+    return StepContext(
+        profile_id=run.state.profile_id,
+        profile=run.state.attributes,
+        journey=compiled.definition,
+        version=compiled.version,
+        instance_id=instance.instance_id,
+        activity_id=instance.activity_id,
+        visit=visit,
+        variables=variables,
+        trigger_at=trigger_at,
+        whatsapp_sends=run.state.sends.get("whatsapp", ()),
+    )
