@@ -6,6 +6,7 @@ status, timeout, connection failure) is classified.
 
 from __future__ import annotations
 
+import gzip
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import httpx
 import orjson
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import REGISTRY
 
@@ -404,3 +406,32 @@ def test_classification_without_an_answer() -> None:
 def test_a_client_needs_a_token() -> None:
     with pytest.raises(ValueError, match="WHATSAPP_TOKEN"):
         CloudApiClient(Settings(whatsapp_token=None))
+
+
+async def test_the_api_url_keeps_its_path_prefix() -> None:
+    api = CloudApiClient(
+        Settings(whatsapp_api_url="https://proxy.example/meta/", whatsapp_token=TOKEN)
+    )
+    try:
+        url = api._messages_url("123")
+    finally:
+        await api.aclose()
+    assert str(url) == f"https://proxy.example/meta/{Settings().whatsapp_api_version}/123/messages"
+
+
+async def test_the_transport_leaves_content_decoding_to_httpx() -> None:
+    async def gzipped(request: web.Request) -> web.Response:
+        body = gzip.compress(b'{"messaging_product":"whatsapp","messages":[{"id":"wamid.GZ"}]}')
+        return web.Response(body=body, headers={"Content-Encoding": "gzip"})
+
+    app = web.Application()
+    app.router.add_post("/{version}/{number}/messages", gzipped)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    api = CloudApiClient(Settings(whatsapp_api_url=str(server.make_url("")), whatsapp_token=TOKEN))
+    try:
+        outcome = await api.send(request())
+    finally:
+        await api.aclose()
+        await server.close()
+    assert (outcome.accepted, outcome.wamid) == (True, "wamid.GZ")

@@ -16,6 +16,7 @@ from connectors.whatsapp.policy import (
     dead_letter_record,
     inside_window,
     mask_phone,
+    mask_phones_in,
     normalize_keyword,
 )
 from schemas.deadletter import DeadLetter
@@ -97,6 +98,13 @@ def test_window_edges() -> None:
     assert not inside_window(None, now=NOW)
 
 
+def test_nothing_to_send_is_a_template_error() -> None:
+    assert check_send(request(template=None), now=NOW) is SkipReason.TEMPLATE_ERROR
+    assert check_send(request(language=None), now=NOW) is SkipReason.TEMPLATE_ERROR
+    assert check_send(text_reply(text=None), now=NOW) is SkipReason.TEMPLATE_ERROR
+    assert check_send(text_reply(text=""), now=NOW) is SkipReason.TEMPLATE_ERROR
+
+
 def test_a_text_reply_still_needs_a_valid_phone() -> None:
     assert check_send(text_reply(to="+1"), now=NOW) is SkipReason.INVALID_PHONE
 
@@ -156,6 +164,10 @@ def test_phones_are_masked_for_logs() -> None:
     assert mask_phone("34600111222") == "+34******222"
     assert mask_phone("+1234") == "+****"
     assert mask_phone(None) == "-"
+    assert mask_phones_in("'to' 34600111222 and +34600111333 (#100)") == (
+        "'to' +34******222 and +34******333 (#100)"
+    )
+    assert mask_phones_in(None) is None
 
 
 def test_dead_letter_keeps_the_original_bytes() -> None:
