@@ -51,6 +51,8 @@ def create_app(settings: Settings, roles: frozenset[str] = ROLES, *, web: bool =
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.kafka_session_timeout_seconds,
+        broker_heartbeat_interval=settings.kafka_session_timeout_seconds / 4,
         web_enabled=web,
         web_port=settings.worker_web_port,
         web_bind=settings.worker_web_host,
@@ -107,7 +109,13 @@ def create_app(settings: Settings, roles: frozenset[str] = ROLES, *, web: bool =
     return app
 
 
-def run_worker(settings: Settings, roles: frozenset[str] = ROLES, *, web: bool = True, loglevel: str = "warning") -> None:
+def run_worker(
+    settings: Settings,
+    roles: frozenset[str] = ROLES,
+    *,
+    web: bool = True,
+    loglevel: str = "warning",
+) -> None:
     """Create the topics if needed, then run a faust worker until it is stopped."""
     asyncio.run(ensure_topics(settings))
     app = create_app(settings, roles, web=web)

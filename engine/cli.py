@@ -64,7 +64,9 @@ def _load_all(files: tuple[str, ...]) -> list[tuple[str, Any]]:
     if problems:
         for p in problems:
             click.echo(str(p), err=True)
-        _fail(f"{len(problems)} problem(s) in {len({p.file for p in problems})} file(s)", EXIT_INVALID)
+        _fail(
+            f"{len(problems)} problem(s) in {len({p.file for p in problems})} file(s)", EXIT_INVALID
+        )
     return loaded
 
 
@@ -98,7 +100,9 @@ def deploy(files: tuple[str, ...], deployed_by: str | None) -> None:
         current = await read_deployments(settings)
         records, lines = [], []
         for f, journey in loaded:
-            dep = next_deployment(journey, current.get(journey.id), source=f, deployed_by=deployed_by)
+            dep = next_deployment(
+                journey, current.get(journey.id), source=f, deployed_by=deployed_by
+            )
             if dep is None:
                 lines.append(f"unchanged  {journey.id}  v{current[journey.id].version}")
             else:
@@ -120,14 +124,26 @@ def list_(as_json: bool) -> None:
     settings = _settings()
     deps = _run_kafka(read_deployments(settings), settings)
     if as_json:
-        click.echo(orjson.dumps([
-            {"id": d.journey_id, "version": d.version, "status": d.status, "name": d.definition.name,
-             "deployed_at": d.deployed_at.isoformat()} for d in sorted(deps.values(), key=lambda d: d.journey_id)
-        ]).decode())
+        click.echo(
+            orjson.dumps(
+                [
+                    {
+                        "id": d.journey_id,
+                        "version": d.version,
+                        "status": d.status,
+                        "name": d.definition.name,
+                        "deployed_at": d.deployed_at.isoformat(),
+                    }
+                    for d in sorted(deps.values(), key=lambda d: d.journey_id)
+                ]
+            ).decode()
+        )
         return
     click.echo(f"{'ID':<28} {'VERSION':>7}  {'STATUS':<9} {'DEPLOYED':<25} NAME")
     for d in sorted(deps.values(), key=lambda d: d.journey_id):
-        click.echo(f"{d.journey_id:<28} {d.version:>7}  {d.status:<9} {d.deployed_at.isoformat()[:19]:<25} {d.definition.name}")
+        click.echo(
+            f"{d.journey_id:<28} {d.version:>7}  {d.status:<9} {d.deployed_at.isoformat()[:19]:<25} {d.definition.name}"
+        )
 
 
 def _set_status(journey_id: str, status: str) -> None:
@@ -176,7 +192,13 @@ def archive(journey_id: str) -> None:
 
 @main.command()
 @click.argument("target")
-@click.option("--html", "html_out", type=click.Path(), default=None, help="also write a self-contained HTML page")
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(),
+    default=None,
+    help="also write a self-contained HTML page",
+)
 def graph(target: str, html_out: str | None) -> None:
     """Print a journey (a FILE, or the ID of a deployed one) as a Mermaid flowchart."""
     from engine.graph import to_mermaid
@@ -196,12 +218,16 @@ def graph(target: str, html_out: str | None) -> None:
     if html_out:
         from engine.html import mermaid_page
 
-        Path(html_out).write_text(mermaid_page(definition.name, [(definition.id, text)]), encoding="utf-8")
+        Path(html_out).write_text(
+            mermaid_page(definition.name, [(definition, text)]), encoding="utf-8"
+        )
         click.echo(f"wrote {html_out}", err=True)
 
 
 @main.command()
-@click.option("--role", type=click.Choice(["all", "engine", "whatsapp"]), default="all", show_default=True)
+@click.option(
+    "--role", type=click.Choice(["all", "engine", "whatsapp"]), default="all", show_default=True
+)
 @click.option("--no-web", is_flag=True, help="do not serve /healthz, /readyz and /metrics")
 def worker(role: str, no_web: bool) -> None:
     """Run the engine and the WhatsApp connector (or one role) until stopped."""
@@ -238,9 +264,21 @@ def webhook(port: int | None, host: str | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--templates", "templates_file", type=click.Path(exists=True), required=True)
 @click.option("--webhook-url", default=None, help="where to post signed status webhooks")
-@click.option("--rate", type=float, default=None, help="per-number cap in messages/s (default WHATSAPP_RATE_PER_SECOND)")
+@click.option(
+    "--rate",
+    type=float,
+    default=None,
+    help="per-number cap in messages/s (default WHATSAPP_RATE_PER_SECOND)",
+)
 @click.option("--failure-share", type=float, default=0.0, show_default=True)
-def sandbox(port: int, host: str, templates_file: str, webhook_url: str | None, rate: float | None, failure_share: float) -> None:
+def sandbox(
+    port: int,
+    host: str,
+    templates_file: str,
+    webhook_url: str | None,
+    rate: float | None,
+    failure_share: float,
+) -> None:
     """Serve a local WhatsApp Cloud API for development and tests (loopback only)."""
     from connectors.whatsapp.sandbox import SandboxConfig, load_templates, run_sandbox
 
@@ -256,7 +294,9 @@ def sandbox(port: int, host: str, templates_file: str, webhook_url: str | None, 
         host=host,
         port=port,
         token=settings.whatsapp_token.get_secret_value(),
-        app_secret=settings.whatsapp_app_secret.get_secret_value() if settings.whatsapp_app_secret else "",
+        app_secret=settings.whatsapp_app_secret.get_secret_value()
+        if settings.whatsapp_app_secret
+        else "",
         phone_number_ids=[settings.whatsapp_phone_number_id],
         templates=templates,
         webhook_url=webhook_url,
@@ -279,15 +319,22 @@ def _run_forever(coro: Awaitable[None]) -> None:
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--topic", default=None, help="default: TOPIC_PROFILE_EVENTS (profile-events)")
-@click.option("--validate/--no-validate", default=True, show_default=True,
-              help="check each line against the ProfileEvent schema before sending")
+@click.option(
+    "--validate/--no-validate",
+    default=True,
+    show_default=True,
+    help="check each line against the ProfileEvent schema before sending",
+)
 def publish(file: str, topic: str | None, validate: bool) -> None:
     """Publish JSON lines of profile events, keyed by profile id."""
     from engine.publish import publish_file
 
     settings = _settings()
     sent, problems = _run_kafka(
-        publish_file(settings, Path(file), topic or settings.topic_profile_events, validate=validate), settings
+        publish_file(
+            settings, Path(file), topic or settings.topic_profile_events, validate=validate
+        ),
+        settings,
     )
     for p in problems:
         click.echo(p, err=True)
@@ -302,7 +349,9 @@ def publish(file: str, topic: str | None, validate: bool) -> None:
 @click.option("--limit", type=int, default=None, help="stop after this many records")
 @click.option("--timeout", type=float, default=None, help="stop after this many seconds")
 @click.option("--json", "as_json", is_flag=True, help="print raw JSON lines")
-def tail(topic: str, from_beginning: bool, limit: int | None, timeout: float | None, as_json: bool) -> None:
+def tail(
+    topic: str, from_beginning: bool, limit: int | None, timeout: float | None, as_json: bool
+) -> None:
     """Print records of a topic as they arrive (delivery and step events as a table)."""
     from engine.tail import tail_topic
 
@@ -315,8 +364,16 @@ def tail(topic: str, from_beginning: bool, limit: int | None, timeout: float | N
         "profile-events": settings.topic_profile_events,
     }
     try:
-        asyncio.run(tail_topic(settings, names.get(topic, topic), from_beginning=from_beginning,
-                               limit=limit, timeout=timeout, as_json=as_json))
+        asyncio.run(
+            tail_topic(
+                settings,
+                names.get(topic, topic),
+                from_beginning=from_beginning,
+                limit=limit,
+                timeout=timeout,
+                as_json=as_json,
+            )
+        )
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -42,7 +42,9 @@ MAX_DEMO_SECONDS = 110
 console = Console()
 
 
-def shorten(definition: JourneyDefinition, longest: timedelta = timedelta(seconds=4)) -> JourneyDefinition:
+def shorten(
+    definition: JourneyDefinition, longest: timedelta = timedelta(seconds=4)
+) -> JourneyDefinition:
     """The same journey with every wait cut to a few seconds, for a demo that ends."""
     copy = definition.model_copy(deep=True)
     for activity in copy.activities.values():
@@ -55,8 +57,15 @@ def shorten(definition: JourneyDefinition, longest: timedelta = timedelta(second
 
 def daytime_zone(now: datetime) -> str:
     """A time zone where it is daytime now, so quiet hours do not hide the demo."""
-    for zone in ("Europe/Madrid", "America/New_York", "America/Los_Angeles", "Asia/Tokyo",
-                 "Asia/Kolkata", "Australia/Sydney", "Pacific/Auckland"):
+    for zone in (
+        "Europe/Madrid",
+        "America/New_York",
+        "America/Los_Angeles",
+        "Asia/Tokyo",
+        "Asia/Kolkata",
+        "Australia/Sydney",
+        "Pacific/Auckland",
+    ):
         if 9 <= now.astimezone(ZoneInfo(zone)).hour < 20:
             return zone
     return "UTC"
@@ -78,21 +87,56 @@ def sample_events(run: str, now: datetime) -> tuple[list[dict[str, Any]], list[d
         if i % 15 != 14:  # a few profiles have no phone: skipped as invalid_phone
             attributes["phone"] = f"+346{int(run, 16) % 100:02d}{i:06d}"
         if i < 150:
-            first.append({"event_id": f"{pid}-signup", "type": "user.signed_up", "profile_id": pid,
-                          "occurred_at": stamp, "attributes": attributes})
+            first.append(
+                {
+                    "event_id": f"{pid}-signup",
+                    "type": "user.signed_up",
+                    "profile_id": pid,
+                    "occurred_at": stamp,
+                    "attributes": attributes,
+                }
+            )
         else:
-            first.append({"event_id": f"{pid}-attrs", "type": "profile.updated", "profile_id": pid,
-                          "occurred_at": stamp, "attributes": attributes})
+            first.append(
+                {
+                    "event_id": f"{pid}-attrs",
+                    "type": "profile.updated",
+                    "profile_id": pid,
+                    "occurred_at": stamp,
+                    "attributes": attributes,
+                }
+            )
         if i < 100:
             total = 15 + (i % 5) * 10  # some below 20: the entry condition keeps them out
-            first.append({"event_id": f"{pid}-cart", "type": "cart.abandoned", "profile_id": pid,
-                          "occurred_at": stamp, "data": {"cart_total": total, "items": 1 + i % 3}})
+            first.append(
+                {
+                    "event_id": f"{pid}-cart",
+                    "type": "cart.abandoned",
+                    "profile_id": pid,
+                    "occurred_at": stamp,
+                    "data": {"cart_total": total, "items": 1 + i % 3},
+                }
+            )
             if i % 3 == 0:
-                later.append({"event_id": f"{pid}-order", "type": "order.placed", "profile_id": pid,
-                              "occurred_at": stamp, "data": {"order_id": f"o-{i}"}})
+                later.append(
+                    {
+                        "event_id": f"{pid}-order",
+                        "type": "order.placed",
+                        "profile_id": pid,
+                        "occurred_at": stamp,
+                        "data": {"order_id": f"o-{i}"},
+                    }
+                )
         if 100 <= i < 250:
-            first.append({"event_id": f"{pid}-inactive", "type": "user.inactive", "profile_id": pid,
-                          "occurred_at": stamp, "data": {"days_inactive": 30 + i % 60}})
+            first.append(
+                {
+                    "event_id": f"{pid}-inactive",
+                    "type": "user.inactive",
+                    "profile_id": pid,
+                    "occurred_at": stamp,
+                    "data": {"days_inactive": 30 + i % 60},
+                }
+            )
     return first, later
 
 
@@ -107,8 +151,12 @@ class Services:
     def start(self, name: str, *args: str) -> None:
         log = (DEMO_DIR / f"{name}.log").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", *args], env=self.env, cwd=ROOT,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "engine.cli", *args],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.procs.append((name, proc))
 
@@ -147,8 +195,11 @@ async def wait_http(url: str, timeout: float = 30) -> None:
 async def watch(settings: Settings, run: str) -> dict[str, dict[str, Any]]:
     """Print delivery events of this run as they arrive; return the last status per message."""
     consumer = AIOKafkaConsumer(
-        settings.topic_delivery_events, bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
+        settings.topic_delivery_events,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
     await consumer.start()
     final: dict[str, dict[str, Any]] = {}
@@ -170,7 +221,7 @@ async def watch(settings: Settings, run: str) -> dict[str, dict[str, Any]]:
                     prev = final.get(d["message_id"])
                     if prev is None or rank[d["status"]] >= rank[prev["status"]]:
                         final[d["message_id"]] = d
-                    if shown < 40 or d["status"] in ("failed", "skipped") and shown < 60:
+                    if shown < 40 or (d["status"] in ("failed", "skipped") and shown < 60):
                         err = d.get("error") or {}
                         console.print(
                             f"[dim]{d['occurred_at'][11:23]}[/] {d['status']:<9} {d['journey_id']:<14} "
@@ -179,7 +230,9 @@ async def watch(settings: Settings, run: str) -> dict[str, dict[str, Any]]:
                         )
                         shown += 1
                         if shown == 40:
-                            console.print("[dim]... (more deliveries arriving; summary at the end)[/]")
+                            console.print(
+                                "[dim]... (more deliveries arriving; summary at the end)[/]"
+                            )
     finally:
         await consumer.stop()
     return final
@@ -197,21 +250,36 @@ def summarize(final: dict[str, dict[str, Any]], sandbox_count: int) -> None:
     for journey, counts in sorted(by_journey.items()):
         table.add_row(journey, *(str(counts[s]) for s in statuses))
     console.print(table)
-    skipped = Counter((d.get("error") or {}).get("reason") for d in final.values() if d["status"] == "skipped")
-    failed = Counter((d.get("error") or {}).get("code") for d in final.values() if d["status"] == "failed")
+    skipped = Counter(
+        (d.get("error") or {}).get("reason") for d in final.values() if d["status"] == "skipped"
+    )
+    failed = Counter(
+        (d.get("error") or {}).get("code") for d in final.values() if d["status"] == "failed"
+    )
     console.print(f"skipped by reason: {dict(skipped)}")
     console.print(f"failed by error code: {dict(failed)}")
     sent = sum(1 for d in final.values() if d["status"] not in ("skipped",) and d.get("wamid"))
-    console.print(f"messages the sandbox received for this run: {sandbox_count} (accepted by the connector: {sent})")
+    console.print(
+        f"messages the sandbox received for this run: {sandbox_count} (accepted by the connector: {sent})"
+    )
 
 
 async def demo(services: Services, settings: Settings, run: str) -> None:
     now = datetime.now(UTC)
     console.print(f"[bold]run {run}[/]: starting sandbox, webhook receiver and worker")
     await ensure_topics(settings)
-    services.start("sandbox", "sandbox", "--port", str(SANDBOX_PORT), "--templates",
-                   str(ROOT / "deploy/sandbox/templates.yaml"), "--webhook-url",
-                   f"http://127.0.0.1:{WEBHOOK_PORT}/webhooks/whatsapp", "--failure-share", "0.05")
+    services.start(
+        "sandbox",
+        "sandbox",
+        "--port",
+        str(SANDBOX_PORT),
+        "--templates",
+        str(ROOT / "deploy/sandbox/templates.yaml"),
+        "--webhook-url",
+        f"http://127.0.0.1:{WEBHOOK_PORT}/webhooks/whatsapp",
+        "--failure-share",
+        "0.05",
+    )
     services.start("webhook", "webhook", "--port", str(WEBHOOK_PORT))
     services.start("worker", "worker")
     await wait_http(f"http://127.0.0.1:{SANDBOX_PORT}/healthz")
@@ -225,7 +293,9 @@ async def demo(services: Services, settings: Settings, run: str) -> None:
         dep = next_deployment(journey, current.get(journey.id), source=str(path.relative_to(ROOT)))
         if dep:
             records.append(dep)
-        console.print(f"deployed {journey.id} v{(dep or current[journey.id]).version}  ({path.name}, waits cut to seconds)")
+        console.print(
+            f"deployed {journey.id} v{(dep or current[journey.id]).version}  ({path.name}, waits cut to seconds)"
+        )
     await publish_deployments(settings, records)
 
     first, later = sample_events(run, now)
@@ -233,21 +303,35 @@ async def demo(services: Services, settings: Settings, run: str) -> None:
     events_file.write_bytes(b"\n".join(orjson.dumps(e) for e in first) + b"\n")
     await asyncio.sleep(3)  # let the worker join its group before the burst
     services.check_alive()
-    sent, problems = await publish_file(settings, events_file, settings.topic_profile_events, show_progress=False)
-    console.print(f"published {sent} events for {PROFILES} profiles ({events_file.relative_to(ROOT)})")
+    sent, problems = await publish_file(
+        settings, events_file, settings.topic_profile_events, show_progress=False
+    )
+    for problem in problems:
+        console.print(f"[red]{problem}[/]")
+    console.print(
+        f"published {sent} events for {PROFILES} profiles ({events_file.relative_to(ROOT)})"
+    )
     await asyncio.sleep(1)
     later_file = DEMO_DIR / f"orders-{run}.jsonl"
     later_file.write_bytes(b"\n".join(orjson.dumps(e) for e in later) + b"\n")
-    sent_later, _ = await publish_file(settings, later_file, settings.topic_profile_events, show_progress=False)
-    console.print(f"published {sent_later} order.placed events (they end those cart-recovery instances)")
-    console.print("[bold]deliveries as they arrive[/] (time, status, journey, activity, profile, reason):")
+    sent_later, _ = await publish_file(
+        settings, later_file, settings.topic_profile_events, show_progress=False
+    )
+    console.print(
+        f"published {sent_later} order.placed events (they end those cart-recovery instances)"
+    )
+    console.print(
+        "[bold]deliveries as they arrive[/] (time, status, journey, activity, profile, reason):"
+    )
     final = await watch(settings, run)
     services.check_alive()
     async with httpx.AsyncClient(trust_env=False) as client:
         messages = (await client.get(f"http://127.0.0.1:{SANDBOX_PORT}/sandbox/messages")).json()
     ours = [m for m in messages if f"demo-{run}-" in str(m.get("biz_opaque_callback_data") or "")]
     summarize(final, len(ours))
-    console.print(f"logs: {DEMO_DIR.relative_to(ROOT)}/  ·  try: journeyctl list · journeyctl graph examples/journeys/winback.yaml")
+    console.print(
+        f"logs: {DEMO_DIR.relative_to(ROOT)}/  ·  try: journeyctl list · journeyctl graph examples/journeys/winback.yaml"
+    )
 
 
 def main() -> int:
@@ -265,8 +349,12 @@ def main() -> int:
     pid_file = ROOT / ".kafka" / f"kafka-{env.get('KAFKA_PORT', '9092')}.pid"
     if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
         services.kafka_started = not pid_file.exists()
-        console.print("starting the local Kafka broker (the first time fetches it through Maven) ...")
-        out = subprocess.run([str(ROOT / "deploy/kafka/start")], env=env, capture_output=True, text=True)
+        console.print(
+            "starting the local Kafka broker (the first time fetches it through Maven) ..."
+        )
+        out = subprocess.run(
+            [str(ROOT / "deploy/kafka/start")], env=env, capture_output=True, text=True
+        )
         if out.returncode != 0:
             console.print(out.stderr[-3000:])
             return 2

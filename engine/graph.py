@@ -56,14 +56,14 @@ def to_mermaid(definition: JourneyDefinition, counts: dict[str, int] | None = No
     lines.append(f'    {ENTRY_NODE}(("{_escape(entry)}"))')
     for activity_id, activity in definition.activities.items():
         opening, closing = _SHAPES[activity.type]
-        label = _label(activity_id, activity)
+        label = activity_label(activity_id, activity)
         if counts is not None and activity_id in counts:
             label += f" ({counts[activity_id]:,})"
         lines.append(f'    {ids[activity_id]}{opening}"{_escape(label)}"{closing}')
     lines.append(f"    {ENTRY_NODE} --> {ids[definition.start]}")
     for activity_id, activity in definition.activities.items():
         for path, target in activity_targets(activity):
-            edge = _edge_label(activity, path)
+            edge = edge_label(activity, path)
             arrow = f'-->|"{_escape(edge)}"|' if edge else "-->"
             lines.append(f"    {ids[activity_id]} {arrow} {ids[target]}")
     return "\n".join(lines) + "\n"
@@ -83,7 +83,7 @@ def _node_ids(activities: dict[str, Any]) -> dict[str, str]:
     return ids
 
 
-def _label(activity_id: str, activity: Any) -> str:
+def activity_label(activity_id: str, activity: Any) -> str:
     match activity:
         case WaitActivity(duration=duration) if duration is not None:
             return f"wait {format_duration(duration)}"
@@ -106,7 +106,7 @@ def _label(activity_id: str, activity: Any) -> str:
     return activity_id
 
 
-def _edge_label(activity: Any, path: tuple[str | int, ...]) -> str:
+def edge_label(activity: Any, path: tuple[str | int, ...]) -> str:
     match activity, path:
         case ConditionActivity(), ("branches", int(index), "next"):
             return _shorten(activity.branches[index].when)

@@ -83,12 +83,11 @@ def _yaml_path(loc: Iterable[str | int], data: Any) -> Path_:
     union and uses the alias (`else`) for aliased fields; the YAML has neither tag.
     """
     out: list[str | int] = []
-    node = data
+    node: Any = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        in_map = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_map or in_list:
             out.append(part)
             node = node[part]
         elif isinstance(node, dict) and isinstance(part, str) and node.get("type") == part:
@@ -136,15 +135,30 @@ def parse_journey(text: str, filename: str = "<string>") -> JourneyDefinition:
             [JourneyProblem(filename, line, col, "", f"invalid YAML: {exc.problem or exc}")]
         ) from None
     except yaml.YAMLError as exc:
-        raise JourneyValidationError([JourneyProblem(filename, 1, 1, "", f"invalid YAML: {exc}")]) from None
+        raise JourneyValidationError(
+            [JourneyProblem(filename, 1, 1, "", f"invalid YAML: {exc}")]
+        ) from None
     if node is None or not isinstance(data, dict):
         raise JourneyValidationError(
-            [JourneyProblem(filename, 1, 1, "", "a journey file holds one YAML mapping (id, name, entry, ...)")]
+            [
+                JourneyProblem(
+                    filename,
+                    1,
+                    1,
+                    "",
+                    "a journey file holds one YAML mapping (id, name, entry, ...)",
+                )
+            ]
         )
     marks = _Marks()
     marks.walk(node, ())
     problems = [
-        JourneyProblem(filename, *mark, _field_name(path), "duplicate key: the later value would hide the earlier")
+        JourneyProblem(
+            filename,
+            *mark,
+            _field_name(path),
+            "duplicate key: the later value would hide the earlier",
+        )
         for path, mark in marks.duplicates
     ]
     try:
@@ -171,5 +185,7 @@ def load_journey(path: str | Path) -> JourneyDefinition:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise JourneyValidationError([JourneyProblem(str(p), 1, 1, "", f"cannot read file: {exc.strerror}")]) from None
+        raise JourneyValidationError(
+            [JourneyProblem(str(p), 1, 1, "", f"cannot read file: {exc.strerror}")]
+        ) from None
     return parse_journey(text, str(p))

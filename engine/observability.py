@@ -41,7 +41,9 @@ def _mask_value(key: str, value: Any) -> Any:
     return value
 
 
-def mask_sensitive(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def mask_sensitive(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """structlog processor: no log line carries a phone number or a secret in clear."""
     for key in list(event_dict):
         event_dict[key] = _mask_value(key, event_dict[key])
@@ -94,7 +96,9 @@ def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
 EVENTS_PROCESSED = Counter(
     "journey_events_processed_total", "Records the engine processed", ["source", "outcome"]
 )
-DEAD_LETTERS = Counter("journey_dead_letters_total", "Records sent to the dead-letter topic", ["reason"])
+DEAD_LETTERS = Counter(
+    "journey_dead_letters_total", "Records sent to the dead-letter topic", ["reason"]
+)
 INSTANCES_LIVE = Gauge(
     "journey_instances_live", "Live instances on this worker", ["journey_id", "activity_id"]
 )

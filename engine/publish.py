@@ -20,13 +20,19 @@ def _lines(path: Path) -> list[tuple[int, bytes]]:
         return [(n, line.strip()) for n, line in enumerate(fh, 1) if line.strip()]
 
 
-def check_line(number: int, line: bytes, file: str, *, validate: bool) -> tuple[bytes | None, str | None]:
+def check_line(
+    number: int, line: bytes, file: str, *, validate: bool
+) -> tuple[bytes | None, str | None]:
     """The record key for a line, or the problem that keeps it from being sent."""
     try:
         obj: Any = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         return None, f"{file}:{number}: invalid JSON: {exc}"
-    if not isinstance(obj, dict) or not isinstance(obj.get("profile_id"), str) or not obj["profile_id"]:
+    if (
+        not isinstance(obj, dict)
+        or not isinstance(obj.get("profile_id"), str)
+        or not obj["profile_id"]
+    ):
         return None, f"{file}:{number}: profile_id: required to key the record"
     if validate:
         try:
@@ -39,7 +45,12 @@ def check_line(number: int, line: bytes, file: str, *, validate: bool) -> tuple[
 
 
 async def publish_file(
-    settings: Settings, path: Path, topic: str, *, validate: bool = True, show_progress: bool | None = None
+    settings: Settings,
+    path: Path,
+    topic: str,
+    *,
+    validate: bool = True,
+    show_progress: bool | None = None,
 ) -> tuple[int, list[str]]:
     """Send every valid line; return how many were sent and the problems of the rest."""
     lines = _lines(path)
@@ -55,7 +66,10 @@ async def publish_file(
     await producer.start()
     sent = 0
     progress = Progress(
-        TextColumn("publishing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        TextColumn("publishing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
         disable=show_progress is False or len(lines) < 1000,
     )
     try:

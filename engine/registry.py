@@ -22,6 +22,36 @@ from schemas.settings import Settings
 log = structlog.get_logger(__name__)
 
 
+async def assign_all(
+    consumer: AIOKafkaConsumer, topic: str, wait_seconds: float
+) -> list[TopicPartition]:
+    """Assign every partition of a topic to a group-less consumer; [] if it never appears.
+
+    A consumer only caches metadata of topics it uses, so ask for this one explicitly.
+    """
+    client = consumer._client  # aiokafka has no public way to add a topic to metadata
+    client.add_topic(topic)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_seconds
+    while True:
+        await client.force_metadata_update()
+        parts = client.cluster.partitions_for_topic(topic)
+        if parts:
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            return tps
+        if loop.time() >= deadline:
+            return []
+        await asyncio.sleep(0.2)
+
+
+async def _caught_up(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
+    for tp, offset in end.items():
+        if await consumer.position(tp) < offset:
+            return False
+    return True
+
+
 def decode_deployment(value: bytes | None) -> JourneyDeployment | None:
     if not value:
         return None  # a tombstone
@@ -49,9 +79,11 @@ class DefinitionsFollower:
         await consumer.start()
         try:
             topic = settings.topic_journey_definitions
-            partitions = await self._wait_partitions(consumer, topic)
-            tps = [TopicPartition(topic, p) for p in partitions]
-            consumer.assign(tps)
+            tps = await assign_all(consumer, topic, wait_seconds=60)
+            if not tps:
+                raise RuntimeError(
+                    f"topic {topic!r} does not exist; run `journeyctl deploy` or create topics"
+                )
             await consumer.seek_to_beginning(*tps)
             end = await consumer.end_offsets(tps)
             if all(off == 0 for off in end.values()):
@@ -61,22 +93,11 @@ class DefinitionsFollower:
                 for records in batches.values():
                     for record in records:
                         self._apply_record(record.key, record.value)
-                if not self.ready.is_set() and all(
-                    await consumer.position(tp) >= end[tp] for tp in tps
-                ):
+                if not self.ready.is_set() and await _caught_up(consumer, end):
                     self.ready.set()
                     log.info("journey definitions loaded", topic=topic)
         finally:
             await consumer.stop()
-
-    async def _wait_partitions(self, consumer: AIOKafkaConsumer, topic: str) -> list[int]:
-        for _ in range(600):
-            parts = consumer.partitions_for_topic(topic)
-            if parts:
-                return sorted(parts)
-            await consumer.topics()  # refreshes metadata
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"topic {topic!r} does not exist; run `journeyctl deploy` or create topics")
 
     def _apply_record(self, key: bytes | None, value: bytes | None) -> None:
         try:
@@ -88,7 +109,9 @@ class DefinitionsFollower:
             self._apply(deployment)
 
 
-async def read_deployments(settings: Settings, timeout: float = 15.0) -> dict[str, JourneyDeployment]:
+async def read_deployments(
+    settings: Settings, timeout: float = 15.0
+) -> dict[str, JourneyDeployment]:
     """Read the definitions topic to its end: the current record of every journey.
 
     Keys `<id>@<version>` are folded in too, so the newest version wins even if the
@@ -104,18 +127,13 @@ async def read_deployments(settings: Settings, timeout: float = 15.0) -> dict[st
     current: dict[str, JourneyDeployment] = {}
     try:
         topic = settings.topic_journey_definitions
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            await consumer.topics()
-            parts = consumer.partitions_for_topic(topic)
-        if not parts:
+        tps = await assign_all(consumer, topic, wait_seconds=0)
+        if not tps:
             return {}
-        tps = [TopicPartition(topic, p) for p in parts]
-        consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
         deadline = asyncio.get_running_loop().time() + timeout
-        while any(await consumer.position(tp) < end[tp] for tp in tps):
+        while not await _caught_up(consumer, end):
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError("timed out reading journey definitions")
             batches = await consumer.getmany(timeout_ms=500)
@@ -125,9 +143,11 @@ async def read_deployments(settings: Settings, timeout: float = 15.0) -> dict[st
                     if dep is None:
                         continue
                     key = record.key.decode() if record.key else dep.journey_id
-                    if "@" in key and dep.journey_id in current:
-                        if dep.version <= current[dep.journey_id].version:
-                            continue
+                    older = (
+                        dep.journey_id in current and dep.version <= current[dep.journey_id].version
+                    )
+                    if "@" in key and older:
+                        continue
                     current[dep.journey_id] = dep
         return current
     finally:
@@ -179,7 +199,11 @@ async def publish_deployments(settings: Settings, deployments: list[JourneyDeplo
         futures = []
         for dep in deployments:
             value = orjson.dumps(dep.model_dump(mode="json", by_alias=True))
-            futures.append(await producer.send(topic, value, key=version_key(dep.journey_id, dep.version).encode()))
+            futures.append(
+                await producer.send(
+                    topic, value, key=version_key(dep.journey_id, dep.version).encode()
+                )
+            )
             futures.append(await producer.send(topic, value, key=dep.journey_id.encode()))
         await asyncio.gather(*futures)
     finally:

@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Awaitable, Sequence
+import weakref
+from collections.abc import Awaitable, Coroutine
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
 import structlog
 from aiokafka.partitioner import murmur2
+from faust.streams import _current_event
 from pydantic import ValidationError
 
 from engine.catalog import JourneyCatalog
@@ -77,8 +79,14 @@ class BadRecord(Exception):
 
 
 def dead_letter(
-    component: str, reason: str, error_type: str, topic: str | None, partition: int | None,
-    offset: int | None, key: bytes | None, value: bytes | None,
+    component: str,
+    reason: str,
+    error_type: str,
+    topic: str | None,
+    partition: int | None,
+    offset: int | None,
+    key: bytes | None,
+    value: bytes | None,
 ) -> bytes:
     raw = value or b""
     try:
@@ -112,7 +120,10 @@ def state_to_bytes(state: ProfileState) -> bytes:
     # `due` sits beside the state so a rebuild of the timer index needs no model parse.
     due = state.next_due()
     return orjson.dumps(
-        {"due": due.timestamp() if due else None, "state": state.model_dump(mode="json", exclude_defaults=True)}
+        {
+            "due": due.timestamp() if due else None,
+            "state": state.model_dump(mode="json", exclude_defaults=True),
+        }
     )
 
 
@@ -130,7 +141,7 @@ class _Pending:
     """One batch's outputs: records to produce first, then states to commit."""
 
     effects: list[tuple[faust.TopicT, bytes, bytes]] = field(default_factory=list)
-    states: dict[str, tuple[faust.EventT, ProfileState]] = field(default_factory=dict)
+    states: dict[str, tuple[faust.EventT[bytes], ProfileState]] = field(default_factory=dict)
     send_started: list[float] = field(default_factory=list)
 
 
@@ -150,11 +161,15 @@ class EngineRuntime:
             default=None,
             key_type=bytes,
             value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
             partitions=settings.topic_partitions,
         )
         self.profiles.on_recover(self._rebuild_timer_index)
+        self._batch: list[faust.EventT[bytes]] = []
+        self._pending = _Pending()
+        self._in_flight: dict[str, tuple[faust.EventT[bytes], ProfileState]] = {}
+        self._flush_lock = asyncio.Lock()
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
         self._source_topics = app.topic(
             topics.profile_events.get_topic_name(),
             topics.timers.get_topic_name(),
@@ -176,62 +191,94 @@ class EngineRuntime:
     # --- the agent -----------------------------------------------------------------
 
     async def _agent(self, stream: faust.StreamT[bytes]) -> None:
+        # Acks are ours: a record is acked only once its batch is durable (process_batch).
+        # faust's own stream.take_events() is not used: it can drop or repeat a record
+        # at a batch boundary.
         await self.definitions.ready.wait()
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_SECONDS):
-            await self.process_batch(stream, batch)
+        manual = cast(Any, stream).noack()  # faust's StreamT stub lacks noack()
+        loop = asyncio.get_running_loop()
+        async for event in manual.events():
+            self._process_record(event, datetime.now(UTC), self._pending)
+            self._batch.append(event)
+            if len(self._batch) >= BATCH_MAX:
+                await self.flush(manual)
+            elif self._flush_timer is None:
+                self._flush_timer = loop.call_later(
+                    BATCH_WITHIN_SECONDS, lambda: self._background(self.flush(manual))
+                )
 
-    async def process_batch(self, stream: faust.StreamT[bytes], batch: Sequence[faust.EventT]) -> None:
-        """Commit one batch of records. Crash-sensitive; the steps are the protocol.
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-        Step 1: decode each record; a bad one becomes a dead-letter record (an effect).
-        Step 2: run the pure interpreter on each profile's state (batch-local copies,
-                so two events of one profile in a batch see each other's changes).
-        Step 3: produce every effect (send requests, delivery skips, step events,
-                dead letters, phone index) and wait until Kafka acknowledges them all.
-        Step 4: write each changed profile state to the table; faust sends it to the
+    async def flush(self, stream: faust.StreamT[bytes]) -> None:
+        """Commit the records taken so far. Crash-sensitive; the steps are the protocol.
+
+        Before this, each record was decoded (a bad one became a dead-letter effect) and
+        run through the pure interpreter against the profile's latest state: the batch's
+        own copy, else a batch still being flushed, else the table.
+
+        Step 1: take the batch and its outputs; new records start a new batch.
+        Step 2: produce every effect (send requests, delivery skips, step events, dead
+                letters, phone index) and wait until Kafka acknowledges all of them.
+        Step 3: write each changed profile state to the table; faust sends it to the
                 changelog under the partition of the record that changed it.
-        Step 5: re-index the timers of changed profiles.
-        The batch's offsets are acked after this returns; faust flushes the producer
-        (so the changelog records of step 4) before it commits those offsets.
+        Step 4: re-index the timers of changed profiles.
+        Step 5: ack the batch's records. faust flushes the producer (so the changelog
+                records of step 3) before it commits their offsets.
 
-        A crash before step 3 ends loses nothing: the batch is read again. A crash
-        between steps 3 and 4 re-emits the same effects on re-read, with the same
+        A crash before step 2 ends loses nothing: the records are read again. A crash
+        between steps 2 and 3 re-emits the same effects on re-read, with the same
         deterministic message ids, which the connector refuses to send twice. A crash
         after the changelog flush but before the offset commit re-reads events whose
         ids the stored state already lists, so they are skipped as duplicates.
         """
-        BATCH_SIZE.observe(len(batch))
-        now = datetime.now(UTC)
-        pending = _Pending()
-        for event in batch:
-            self._process_record(event, now, pending)
-        # Step 3
-        futures: list[Awaitable[Any]] = []
-        for topic, key, value in pending.effects:
-            futures.append(await topic.send(key=key, value=value))
-        if futures:
-            await asyncio.gather(*futures)
-        acked = time.monotonic()
-        for started in pending.send_started:
-            EVENT_TO_SEND.observe(acked - started)
-        # Step 4
-        for profile_id, (event, state) in pending.states.items():
-            stream._set_current_event(event)
-            self.profiles[profile_id.encode()] = state_to_bytes(state)
-        # Step 5
-        for profile_id, (_, state) in pending.states.items():
-            due = state.next_due()
-            self.timers.schedule(profile_id, due.timestamp() if due else None)
-        TIMERS_PENDING.set(len(self.timers))
+        async with self._flush_lock:
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+                self._flush_timer = None
+            # Step 1
+            batch, pending = self._batch, self._pending
+            if not batch:
+                return
+            self._batch, self._pending = [], _Pending()
+            self._in_flight = pending.states
+            BATCH_SIZE.observe(len(batch))
+            # Step 2
+            futures: list[Awaitable[Any]] = []
+            for topic, key, value in pending.effects:
+                futures.append(await topic.send(key=key, value=value))
+            if futures:
+                await asyncio.gather(*futures)
+            acked = time.monotonic()
+            for started in pending.send_started:
+                EVENT_TO_SEND.observe(acked - started)
+            # Step 3
+            for profile_id, (event, state) in pending.states.items():
+                _current_event.set(weakref.ref(event))
+                self.profiles[profile_id.encode()] = state_to_bytes(state)
+            _current_event.set(None)
+            self._in_flight = {}
+            # Step 4
+            for profile_id, (_, state) in pending.states.items():
+                due = state.next_due()
+                self.timers.schedule(profile_id, due.timestamp() if due else None)
+            TIMERS_PENDING.set(len(self.timers))
+            # Step 5
+            for event in batch:
+                await stream.ack(event)
 
-    def _process_record(self, event: faust.EventT, now: datetime, pending: _Pending) -> None:
+    def _process_record(self, event: faust.EventT[bytes], now: datetime, pending: _Pending) -> None:
         message = event.message
         topic = message.topic
         key: bytes | None = message.key
         value: bytes | None = message.value
         source = (
-            "timer" if topic == self.topics.timers.get_topic_name()
-            else "delivery" if topic == self.topics.delivery_events.get_topic_name()
+            "timer"
+            if topic == self.topics.timers.get_topic_name()
+            else "delivery"
+            if topic == self.topics.delivery_events.get_topic_name()
             else "event"
         )
         try:
@@ -244,13 +291,23 @@ class EngineRuntime:
         except BadRecord as bad:
             DEAD_LETTERS.labels(reason=bad.reason.split(":")[0][:60]).inc()
             EVENTS_PROCESSED.labels(source=source, outcome="dead_letter").inc()
-            log.warning("record dead-lettered", topic=topic, offset=message.offset, reason=bad.reason)
+            log.warning(
+                "record dead-lettered", topic=topic, offset=message.offset, reason=bad.reason
+            )
             pending.effects.append(
                 (
                     self.topics.dead_letter,
                     key or b"",
-                    dead_letter("engine", bad.reason, "invalid_record", topic, message.partition,
-                                message.offset, key, value),
+                    dead_letter(
+                        "engine",
+                        bad.reason,
+                        "invalid_record",
+                        topic,
+                        message.partition,
+                        message.offset,
+                        key,
+                        value,
+                    ),
                 )
             )
             return
@@ -261,25 +318,46 @@ class EngineRuntime:
                 (
                     self.topics.dead_letter,
                     key or b"",
-                    dead_letter("engine", f"processing error: {exc!r}"[:500], type(exc).__name__,
-                                topic, message.partition, message.offset, key, value),
+                    dead_letter(
+                        "engine",
+                        f"processing error: {exc!r}"[:500],
+                        type(exc).__name__,
+                        topic,
+                        message.partition,
+                        message.offset,
+                        key,
+                        value,
+                    ),
                 )
             )
             return
         if result is None:
             EVENTS_PROCESSED.labels(source=source, outcome="ignored").inc()
             return
-        EVENTS_PROCESSED.labels(source=source, outcome="duplicate" if result.duplicate else "ok").inc()
+        EVENTS_PROCESSED.labels(
+            source=source, outcome="duplicate" if result.duplicate else "ok"
+        ).inc()
         self._collect(result, event, pending)
 
-    def _state_for(self, profile_id: str, pending: _Pending) -> ProfileState:
+    def _lookup(self, profile_id: str, pending: _Pending) -> ProfileState | None:
+        """The profile's latest state: this batch's, a batch being flushed, or the table's."""
         if profile_id in pending.states:
             return pending.states[profile_id][1]
+        if profile_id in self._in_flight:
+            return self._in_flight[profile_id][1]
         raw = self.profiles.get(profile_id.encode())
-        return state_from_bytes(raw) if raw else new_profile_state(profile_id)
+        return state_from_bytes(raw) if raw else None
+
+    def _state_for(self, profile_id: str, pending: _Pending) -> ProfileState:
+        return self._lookup(profile_id, pending) or new_profile_state(profile_id)
 
     def _on_profile_event(
-        self, key: bytes | None, value: bytes | None, partition: int, now: datetime, pending: _Pending
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int,
+        now: datetime,
+        pending: _Pending,
     ) -> ProcessResult | None:
         if not value:
             raise BadRecord("empty record value")
@@ -310,7 +388,9 @@ class EngineRuntime:
             raise BadRecord(reason)
         state = self._state_for(event.profile_id, pending)
         old_phone = state.attributes.get("phone")
-        result = apply_event(state, event, self.catalog, now, dedupe_window=self.settings.dedupe_window)
+        result = apply_event(
+            state, event, self.catalog, now, dedupe_window=self.settings.dedupe_window
+        )
         new_phone = result.state.attributes.get("phone")
         if new_phone and new_phone != old_phone:
             pending.effects.append(
@@ -322,14 +402,15 @@ class EngineRuntime:
             )
         return result
 
-    def _on_timer(self, key: bytes | None, value: bytes | None, now: datetime, pending: _Pending) -> ProcessResult | None:
+    def _on_timer(
+        self, key: bytes | None, value: bytes | None, now: datetime, pending: _Pending
+    ) -> ProcessResult | None:
         if not key:
             raise BadRecord("timer tick without a key")
         profile_id = key.decode()
-        raw = None if profile_id in pending.states else self.profiles.get(key)
-        if profile_id not in pending.states and raw is None:
-            return None  # the profile's instances ended since the tick was sent
-        state = self._state_for(profile_id, pending)
+        state = self._lookup(profile_id, pending)
+        if state is None:
+            return None  # no such profile: nothing to fire
         due = state.next_due()
         if due is None:
             return None  # already handled: a tick never fires a step twice
@@ -343,7 +424,9 @@ class EngineRuntime:
                 pass
         return apply_timers(state, self.catalog, now)
 
-    def _on_delivery(self, key: bytes | None, value: bytes | None, now: datetime, pending: _Pending) -> ProcessResult | None:
+    def _on_delivery(
+        self, key: bytes | None, value: bytes | None, now: datetime, pending: _Pending
+    ) -> ProcessResult | None:
         if not value:
             return None
         try:
@@ -351,15 +434,22 @@ class EngineRuntime:
         except ValidationError:
             return None  # not the engine's to judge: the connector owns this topic's records
         event = delivery_to_event(delivery)
-        state_raw = None if delivery.profile_id in pending.states else self.profiles.get(delivery.profile_id.encode())
-        if delivery.profile_id not in pending.states and state_raw is None and not self.catalog.entries_for(event.type):
+        found = self._lookup(delivery.profile_id, pending)
+        if found is None and not self.catalog.entries_for(event.type):
             return None
-        state = self._state_for(delivery.profile_id, pending)
-        if not self.catalog.entries_for(event.type) and not any(
-            inst.waiting == "event" and inst.wait_event == event.type for inst in state.instances.values()
-        ) and not self._exit_types_for(state, event.type):
+        state = found or new_profile_state(delivery.profile_id)
+        if (
+            not self.catalog.entries_for(event.type)
+            and not any(
+                inst.waiting == "event" and inst.wait_event == event.type
+                for inst in state.instances.values()
+            )
+            and not self._exit_types_for(state, event.type)
+        ):
             return None  # nobody listens: skip the state write
-        return apply_event(state, event, self.catalog, now, dedupe_window=self.settings.dedupe_window)
+        return apply_event(
+            state, event, self.catalog, now, dedupe_window=self.settings.dedupe_window
+        )
 
     def _exit_types_for(self, state: ProfileState, event_type: str) -> bool:
         for inst in state.instances.values():
@@ -368,36 +458,54 @@ class EngineRuntime:
                 return True
         return False
 
-    def _collect(self, result: ProcessResult, event: faust.EventT, pending: _Pending) -> None:
+    def _collect(
+        self, result: ProcessResult, event: faust.EventT[bytes], pending: _Pending
+    ) -> None:
         effects: Effects = result.effects
         topics = self.topics
         for send in effects.sends:
             key = send.profile_id.encode()
-            pending.effects.append((topics.whatsapp_requests, key, orjson.dumps(send.model_dump(mode="json"))))
+            pending.effects.append(
+                (topics.whatsapp_requests, key, orjson.dumps(send.model_dump(mode="json")))
+            )
             SENDS_REQUESTED.labels(journey_id=send.journey_id).inc()
             pending.send_started.append(time.monotonic())
         for delivery in effects.deliveries:
             pending.effects.append(
-                (topics.delivery_events, delivery.profile_id.encode(), orjson.dumps(delivery.model_dump(mode="json")))
+                (
+                    topics.delivery_events,
+                    delivery.profile_id.encode(),
+                    orjson.dumps(delivery.model_dump(mode="json")),
+                )
             )
         for step in effects.steps:
             pending.effects.append(
-                (topics.journey_steps, step.profile_id.encode(), orjson.dumps(step.model_dump(mode="json")))
+                (
+                    topics.journey_steps,
+                    step.profile_id.encode(),
+                    orjson.dumps(step.model_dump(mode="json")),
+                )
             )
         if effects.http_calls and topics.http_requests is not None:
             for call in effects.http_calls:
-                pending.effects.append((topics.http_requests, call.profile_id.encode(), orjson.dumps(asdict(call))))
+                pending.effects.append(
+                    (topics.http_requests, call.profile_id.encode(), orjson.dumps(asdict(call)))
+                )
         if result.changed:
             pending.states[result.state.profile_id] = (event, result.state)
 
     # --- timers --------------------------------------------------------------------
 
     def _partition_of(self, key: bytes) -> int:
-        return (murmur2(key) & 0x7FFFFFFF) % self.partitions
+        return int(murmur2(key) & 0x7FFFFFFF) % self.partitions
 
     async def _rebuild_timer_index(self) -> None:
         """After a rebalance: index the timers of the partitions this worker now owns."""
-        owned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.topics.profile_events.get_topic_name()}
+        owned = {
+            tp.partition
+            for tp in self.app.assignor.assigned_actives()
+            if tp.topic == self.topics.profile_events.get_topic_name()
+        }
         self.timers.clear()
         count = 0
         for key, raw in self.profiles.items():
@@ -421,8 +529,8 @@ class EngineRuntime:
         for profile_id, due_at in due:
             futures.append(
                 await self.topics.timers.send(
-                    key=profile_id.encode(), value=orjson.dumps({"profile_id": profile_id, "due": due_at})
+                    key=profile_id.encode(),
+                    value=orjson.dumps({"profile_id": profile_id, "due": due_at}),
                 )
             )
         await asyncio.gather(*futures)
-

@@ -14,8 +14,24 @@ from engine.observability import mask_phone
 from schemas.settings import Settings
 
 _COLUMNS = {
-    "delivery": ("occurred_at", "status", "journey_id", "activity_id", "profile_id", "template", "error"),
-    "steps": ("occurred_at", "kind", "journey_id", "activity_id", "outcome", "reason", "profile_id"),
+    "delivery": (
+        "occurred_at",
+        "status",
+        "journey_id",
+        "activity_id",
+        "profile_id",
+        "template",
+        "error",
+    ),
+    "steps": (
+        "occurred_at",
+        "kind",
+        "journey_id",
+        "activity_id",
+        "outcome",
+        "reason",
+        "profile_id",
+    ),
 }
 
 
@@ -36,8 +52,13 @@ def _cell(value: Any) -> str:
 
 
 async def tail_topic(
-    settings: Settings, topic: str, *, from_beginning: bool = False, limit: int | None = None,
-    timeout: float | None = None, as_json: bool = False,
+    settings: Settings,
+    topic: str,
+    *,
+    from_beginning: bool = False,
+    limit: int | None = None,
+    timeout: float | None = None,
+    as_json: bool = False,
 ) -> int:
     consumer = AIOKafkaConsumer(
         topic,
@@ -77,7 +98,11 @@ async def tail_topic(
                         continue
                     table = Table(show_header=header_for != kind, box=None, pad_edge=False)
                     for col in _COLUMNS[kind]:
-                        table.add_column(col, width=24 if col in ("occurred_at", "profile_id") else 16, no_wrap=True)
+                        table.add_column(
+                            col,
+                            width=24 if col in ("occurred_at", "profile_id") else 16,
+                            no_wrap=True,
+                        )
                     table.add_row(*(_cell(obj.get(c)) for c in _COLUMNS[kind]))
                     console.print(table)
                     header_for = kind

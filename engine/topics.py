@@ -64,7 +64,14 @@ async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None
         for spec in missing:
             try:
                 await admin.create_topics(
-                    [NewTopic(spec.name, spec.partitions, settings.topic_replication_factor, topic_configs=spec.config())]
+                    [
+                        NewTopic(
+                            spec.name,
+                            spec.partitions,
+                            settings.topic_replication_factor,
+                            topic_configs=spec.config(),
+                        )
+                    ]
                 )
                 created.append(spec.name)
             except TopicAlreadyExistsError:

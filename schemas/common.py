@@ -49,7 +49,9 @@ def parse_duration(value: Any) -> timedelta:
         match = _DURATION_RE.match(value.strip())
         if match:
             return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
-    raise ValueError(f"invalid duration {value!r}: use a whole number and a unit, like 30s, 15m, 1h or 7d")
+    raise ValueError(
+        f"invalid duration {value!r}: use a whole number and a unit, like 30s, 15m, 1h or 7d"
+    )
 
 
 def format_duration(value: timedelta) -> str:
@@ -73,7 +75,9 @@ Duration = Annotated[
     BeforeValidator(parse_duration),
     AfterValidator(_positive),
     PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["30s", "1h", "7d"]}),
+    WithJsonSchema(
+        {"type": "string", "pattern": DURATION_PATTERN, "examples": ["30s", "1h", "7d"]}
+    ),
 ]
 
 # --- phones and time zones -------------------------------------------------------
@@ -103,7 +107,9 @@ def is_e164(value: object) -> bool:
 E164Phone = Annotated[
     str,
     AfterValidator(normalize_e164),
-    WithJsonSchema({"type": "string", "pattern": r"^\+[1-9]\d{6,14}$", "examples": ["+34600111222"]}),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^\+[1-9]\d{6,14}$", "examples": ["+34600111222"]}
+    ),
 ]
 
 
@@ -159,10 +165,20 @@ def _check_expression(value: str) -> str:
 Expression = Annotated[
     str,
     AfterValidator(_check_expression),
-    WithJsonSchema({"type": "string", "description": "a CEL expression", "examples": ["profile.language == \"es\""]}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "a CEL expression",
+            "examples": ['profile.language == "es"'],
+        }
+    ),
 ]
 
 IDENT_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 JourneyId = Annotated[str, Field(pattern=IDENT_PATTERN, min_length=1, max_length=100)]
-ActivityId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", min_length=1, max_length=100)]
-EventType = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", min_length=1, max_length=100)]
+ActivityId = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", min_length=1, max_length=100)
+]
+EventType = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", min_length=1, max_length=100)
+]

@@ -41,7 +41,9 @@ def render_schemas() -> dict[str, bytes]:
     for name, model in EXPORTED.items():
         schema = model.model_json_schema(mode="validation")
         schema["$id"] = f"https://journey-engine.dev/schemas/{name}.json"
-        out[f"{name}.json"] = orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        out[f"{name}.json"] = (
+            orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        )
     return out
 
 

@@ -47,7 +47,9 @@ class Reentry(StrictModel):
     @model_validator(mode="after")
     def _wait_goes_with_after(self) -> Reentry:
         if self.mode == "after" and self.wait is None:
-            raise ValueError("reentry mode 'after' needs a wait, for example {mode: after, wait: 7d}")
+            raise ValueError(
+                "reentry mode 'after' needs a wait, for example {mode: after, wait: 7d}"
+            )
         if self.mode != "after" and self.wait is not None:
             raise ValueError(f"reentry mode {self.mode!r} takes no wait; use mode 'after'")
         return self
@@ -254,7 +256,9 @@ class JourneyDefinition(StrictModel):
     @classmethod
     def _activity_cap(cls, value: dict[str, Any]) -> dict[str, Any]:
         if len(value) > MAX_ACTIVITIES:
-            raise ValueError(f"a journey has at most {MAX_ACTIVITIES} activities; this one has {len(value)}")
+            raise ValueError(
+                f"a journey has at most {MAX_ACTIVITIES} activities; this one has {len(value)}"
+            )
         return value
 
     @model_validator(mode="after")
@@ -273,7 +277,9 @@ def check_graph(journey: JourneyDefinition) -> list[tuple[tuple[str | int, ...],
     problems: list[tuple[tuple[str | int, ...], str]] = []
     acts = journey.activities
     if journey.start not in acts:
-        problems.append((("start",), f"start activity {journey.start!r} is not defined in activities"))
+        problems.append(
+            (("start",), f"start activity {journey.start!r} is not defined in activities")
+        )
     edges: dict[str, list[str]] = {}
     for act_id, act in acts.items():
         edges[act_id] = []
@@ -295,7 +301,9 @@ def check_graph(journey: JourneyDefinition) -> list[tuple[tuple[str | int, ...],
             stack.extend(edges[node])
         for act_id in acts:
             if act_id not in seen:
-                problems.append((("activities", act_id), f"activity {act_id!r} is unreachable from start"))
+                problems.append(
+                    (("activities", act_id), f"activity {act_id!r} is unreachable from start")
+                )
     problems.extend(_wait_free_cycles(acts, edges))
     return problems
 
@@ -316,9 +324,7 @@ def _wait_free_cycles(
                 continue
             if color.get(nxt) == 1:
                 cycle = [*trail[trail.index(nxt) :], nxt]
-                found.append(
-                    (("activities", nxt), "cycle passes no wait: " + " -> ".join(cycle))
-                )
+                found.append((("activities", nxt), "cycle passes no wait: " + " -> ".join(cycle)))
             elif color.get(nxt) is None:
                 visit(nxt, trail)
         trail.pop()

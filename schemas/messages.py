@@ -64,16 +64,24 @@ class SendRequest(StrictModel):
     profile_id: str
     channel: Literal["whatsapp"] = "whatsapp"
     kind: Literal["template", "text"] = "template"
-    to: str | None = Field(default=None, description="the profile's phone as known; checked by the connector")
+    to: str | None = Field(
+        default=None, description="the profile's phone as known; checked by the connector"
+    )
     consent: ConsentStatus = "unknown"
     template: str | None = None
     language: str | None = None
     parameters: RenderedParameters = Field(default_factory=RenderedParameters)
     media: RenderedMedia | None = None
-    text: str | None = Field(default=None, description="free-form text, only for replies inside the 24-hour window")
-    phone_number_id: str | None = Field(default=None, description="business number; the connector's default when empty")
+    text: str | None = Field(
+        default=None, description="free-form text, only for replies inside the 24-hour window"
+    )
+    phone_number_id: str | None = Field(
+        default=None, description="business number; the connector's default when empty"
+    )
     requested_at: AwareDatetime
-    trigger_at: AwareDatetime | None = Field(default=None, description="when the event that caused this send occurred")
+    trigger_at: AwareDatetime | None = Field(
+        default=None, description="when the event that caused this send occurred"
+    )
 
 
 class DeliveryEvent(StrictModel):

@@ -47,13 +47,20 @@ class Settings(BaseSettings):
 
     # Engine runtime
     app_id: str = "journey-engine"
-    store: str = Field(default="memory://", description="memory:// or rocksdb:// (needs the rocksdb extra)")
+    store: str = Field(
+        default="memory://", description="memory:// or rocksdb:// (needs the rocksdb extra)"
+    )
     data_dir: Path = Path(".journey-data")
     worker_web_port: int = 6066
     worker_web_host: str = "127.0.0.1"
     topic_replication_factor: int = Field(default=1, ge=1)
+    kafka_session_timeout_seconds: float = Field(
+        default=10.0, ge=6, description="how soon a dead worker's partitions move to another"
+    )
     timer_scan_interval_seconds: float = Field(default=0.25, gt=0)
-    dedupe_window: int = Field(default=64, ge=1, description="recent event ids remembered per profile")
+    dedupe_window: int = Field(
+        default=64, ge=1, description="recent event ids remembered per profile"
+    )
     max_event_age_days: int = 91
     max_event_future_seconds: int = 3600
 
@@ -71,7 +78,9 @@ class Settings(BaseSettings):
     whatsapp_opt_out_words: str = "STOP,UNSUBSCRIBE,BAJA,CANCELAR,PARAR"
     whatsapp_opt_in_words: str = "START,ALTA,SUBSCRIBE"
     whatsapp_help_words: str = "HELP,AYUDA"
-    whatsapp_opt_out_reply: str = "You will no longer receive messages. Reply START to subscribe again."
+    whatsapp_opt_out_reply: str = (
+        "You will no longer receive messages. Reply START to subscribe again."
+    )
     whatsapp_opt_in_reply: str = "You are subscribed again. Reply STOP to unsubscribe."
     whatsapp_help_reply: str = "Reply STOP to unsubscribe or START to subscribe."
 
@@ -113,7 +122,9 @@ class Settings(BaseSettings):
 
         opts: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
         if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
-            ctx = ssl.create_default_context(cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None)
+            ctx = ssl.create_default_context(
+                cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None
+            )
             if self.kafka_ssl_certfile:
                 ctx.load_cert_chain(str(self.kafka_ssl_certfile), str(self.kafka_ssl_keyfile or ""))
             opts["ssl_context"] = ctx

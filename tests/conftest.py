@@ -38,7 +38,11 @@ def kafka_bootstrap() -> Iterator[str]:
         yield configured
         return
     if shutil.which("java") and shutil.which("mvn"):
-        env = {**os.environ, "KAFKA_PORT": TEST_KAFKA_PORT, "KAFKA_CONTROLLER_PORT": TEST_KAFKA_CONTROLLER_PORT}
+        env = {
+            **os.environ,
+            "KAFKA_PORT": TEST_KAFKA_PORT,
+            "KAFKA_CONTROLLER_PORT": TEST_KAFKA_CONTROLLER_PORT,
+        }
         pid_file = ROOT / ".kafka" / f"kafka-{TEST_KAFKA_PORT}.pid"
         already_running = pid_file.exists()
         out = subprocess.run(
@@ -54,7 +58,10 @@ def kafka_bootstrap() -> Iterator[str]:
             os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)
             if not already_running:
                 subprocess.run(
-                    [str(ROOT / "deploy/kafka/stop")], env={**env, "KAFKA_WIPE": "1"}, timeout=120, check=False
+                    [str(ROOT / "deploy/kafka/stop")],
+                    env={**env, "KAFKA_WIPE": "1"},
+                    timeout=120,
+                    check=False,
                 )
         return
     if _docker_available():
@@ -65,7 +72,9 @@ def kafka_bootstrap() -> Iterator[str]:
             os.environ["KAFKA_BOOTSTRAP_SERVERS"] = address
             yield address
         return
-    pytest.fail("no Kafka: set KAFKA_BOOTSTRAP_SERVERS, install Java 17 and Maven, or run a Docker engine")
+    pytest.fail(
+        "no Kafka: set KAFKA_BOOTSTRAP_SERVERS, install Java 17 and Maven, or run a Docker engine"
+    )
 
 
 @pytest.fixture

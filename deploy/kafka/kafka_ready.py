@@ -50,7 +50,7 @@ class Reader:
             raise NotReady("unexpected null string")
         if self.pos + length > len(self.data):
             raise NotReady("truncated response")
-        value = self.data[self.pos:self.pos + length].decode("utf-8", "replace")
+        value = self.data[self.pos : self.pos + length].decode("utf-8", "replace")
         self.pos += length
         return value
 
@@ -66,11 +66,11 @@ def recv_exact(sock: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def call(sock: socket.socket, api_key: int, api_version: int,
-         correlation_id: int, body: bytes) -> Reader:
+def call(
+    sock: socket.socket, api_key: int, api_version: int, correlation_id: int, body: bytes
+) -> Reader:
     """Send one request (header v1) and return a reader after the response header v0."""
-    header = struct.pack(">hhih", api_key, api_version, correlation_id,
-                         len(CLIENT_ID)) + CLIENT_ID
+    header = struct.pack(">hhih", api_key, api_version, correlation_id, len(CLIENT_ID)) + CLIENT_ID
     payload = header + body
     sock.sendall(struct.pack(">i", len(payload)) + payload)
     size = struct.unpack(">i", recv_exact(sock, 4))[0]

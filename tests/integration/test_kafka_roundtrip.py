@@ -20,13 +20,20 @@ PARTITIONS = 4
 
 
 def event(i: int, profile: str) -> ProfileEvent:
-    return ProfileEvent.model_validate({
-        "event_id": f"evt-{i}", "type": "cart.abandoned", "profile_id": profile,
-        "occurred_at": "2026-11-24T10:00:00Z", "data": {"cart_total": 10 + i},
-    })
+    return ProfileEvent.model_validate(
+        {
+            "event_id": f"evt-{i}",
+            "type": "cart.abandoned",
+            "profile_id": profile,
+            "occurred_at": "2026-11-24T10:00:00Z",
+            "data": {"cart_total": 10 + i},
+        }
+    )
 
 
-async def test_profile_events_round_trip_and_keep_their_partition(kafka_bootstrap: str, unique: str) -> None:
+async def test_profile_events_round_trip_and_keep_their_partition(
+    kafka_bootstrap: str, unique: str
+) -> None:
     topic = f"profile-events-{unique}"
     settings = Settings(kafka_bootstrap_servers=kafka_bootstrap)
     created = await ensure_topics(settings, [TopicSpec(topic, PARTITIONS)])
@@ -35,11 +42,15 @@ async def test_profile_events_round_trip_and_keep_their_partition(kafka_bootstra
 
     profiles = [f"p-{n}" for n in range(20)]
     sent = [event(i, profiles[i % len(profiles)]) for i in range(200)]
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True
+    )
     await producer.start()
     try:
         futures = [
-            await producer.send(topic, orjson.dumps(e.model_dump(mode="json")), key=e.profile_id.encode())
+            await producer.send(
+                topic, orjson.dumps(e.model_dump(mode="json")), key=e.profile_id.encode()
+            )
             for e in sent
         ]
         metadata = await asyncio.gather(*futures)
@@ -54,7 +65,10 @@ async def test_profile_events_round_trip_and_keep_their_partition(kafka_bootstra
         assert parts == {(murmur2(profile.encode()) & 0x7FFFFFFF) % PARTITIONS}
 
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka_bootstrap, group_id=f"g-{unique}", auto_offset_reset="earliest",
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"g-{unique}",
+        auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
     await consumer.start()
@@ -66,7 +80,13 @@ async def test_profile_events_round_trip_and_keep_their_partition(kafka_bootstra
                 for tp, records in batches.items():
                     for r in records:
                         assert r.key is not None and r.value is not None
-                        received.append((tp.partition, r.key.decode(), ProfileEvent.model_validate_json(r.value)))
+                        received.append(
+                            (
+                                tp.partition,
+                                r.key.decode(),
+                                ProfileEvent.model_validate_json(r.value),
+                            )
+                        )
     finally:
         await consumer.stop()
 

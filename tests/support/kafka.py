@@ -52,24 +52,36 @@ class Stack:
 
     @property
     def settings(self) -> Settings:
-        return Settings(**{k.lower(): v for k, v in self.env.items()})
+        values: Any = {k.lower(): v for k, v in self.env.items()}
+        return Settings(**values)
 
 
 class Worker:
     """`journeyctl worker` in a subprocess, with its output in a log file."""
 
-    def __init__(self, stack: Stack, log_dir: Path, role: str = "engine", name: str = "worker") -> None:
+    def __init__(
+        self, stack: Stack, log_dir: Path, role: str = "engine", name: str = "worker"
+    ) -> None:
         self.stack, self.role = stack, role
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.data_dir = log_dir / f"{name}-data"
 
     def start(self) -> Worker:
-        env = {**os.environ, **self.stack.env, "DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            **self.stack.env,
+            "DATA_DIR": str(self.data_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "worker", "--role", self.role, "--no-web"],
-            env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         return self
 
@@ -94,13 +106,17 @@ class Worker:
 
 async def produce(bootstrap: str, topic: str, records: Iterable[tuple[str | None, Any]]) -> None:
     """Send (key, value) pairs; dict values are JSON, bytes go as they are."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
     await producer.start()
     try:
         futures = []
         for key, value in records:
             raw = value if isinstance(value, bytes) else orjson.dumps(value)
-            futures.append(await producer.send(topic, raw, key=key.encode() if key is not None else None))
+            futures.append(
+                await producer.send(topic, raw, key=key.encode() if key is not None else None)
+            )
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -111,16 +127,30 @@ async def collect(
     topic: str,
     until: Callable[[list[dict[str, Any]]], bool],
     timeout: float = 60.0,
+    watch: Iterable[Worker] = (),
 ) -> list[dict[str, Any]]:
-    """Read a topic from the beginning until `until(records)` holds or the time is up."""
+    """Read a topic from the beginning until `until(records)` holds or the time is up.
+
+    A watched worker that dies ends the wait at once with its log in the error.
+    """
+    watched = list(watch)
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
     await consumer.start()
     out: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     try:
         while not until(out) and time.monotonic() < deadline:
+            for w in watched:
+                if w.proc is not None and w.proc.poll() is not None and w.proc.returncode != -9:
+                    raise AssertionError(
+                        f"worker exited ({w.proc.returncode}):\n{w.log_text()[-4000:]}"
+                    )
             batches = await consumer.getmany(timeout_ms=200)
             for records in batches.values():
                 out.extend(orjson.loads(r.value) for r in records if r.value)
@@ -130,13 +160,20 @@ async def collect(
 
 
 def profile_event(
-    event_id: str, type_: str, profile_id: str, *, attributes: dict[str, Any] | None = None,
-    data: dict[str, Any] | None = None, occurred_at: str | None = None,
+    event_id: str,
+    type_: str,
+    profile_id: str,
+    *,
+    attributes: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    occurred_at: str | None = None,
 ) -> dict[str, Any]:
     from datetime import UTC, datetime
 
     event: dict[str, Any] = {
-        "event_id": event_id, "type": type_, "profile_id": profile_id,
+        "event_id": event_id,
+        "type": type_,
+        "profile_id": profile_id,
         "occurred_at": occurred_at or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "data": data or {},
     }
