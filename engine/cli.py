@@ -271,6 +271,7 @@ def webhook(port: int | None, host: str | None) -> None:
     help="per-number cap in messages/s (default WHATSAPP_RATE_PER_SECOND)",
 )
 @click.option("--failure-share", type=float, default=0.0, show_default=True)
+@click.option("--read-share", type=float, default=1.0, show_default=True)
 def sandbox(
     port: int,
     host: str,
@@ -278,6 +279,7 @@ def sandbox(
     webhook_url: str | None,
     rate: float | None,
     failure_share: float,
+    read_share: float,
 ) -> None:
     """Serve a local WhatsApp Cloud API for development and tests (loopback only)."""
     from connectors.whatsapp.sandbox import SandboxConfig, load_templates, run_sandbox
@@ -302,6 +304,7 @@ def sandbox(
         webhook_url=webhook_url,
         rate_per_second=rate or settings.whatsapp_rate_per_second,
         failure_share=failure_share,
+        read_share=read_share,
     )
     _run_forever(run_sandbox(config))
 

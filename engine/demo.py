@@ -39,7 +39,7 @@ DEMO_DIR = ROOT / ".demo"
 SANDBOX_PORT, WEBHOOK_PORT = 8070, 8080
 PROFILES = 300
 MAX_DEMO_SECONDS = 110
-console = Console()
+console = Console(width=120)
 
 
 def shorten(
@@ -279,6 +279,8 @@ async def demo(services: Services, settings: Settings, run: str) -> None:
         f"http://127.0.0.1:{WEBHOOK_PORT}/webhooks/whatsapp",
         "--failure-share",
         "0.05",
+        "--read-share",
+        "0.7",
     )
     services.start("webhook", "webhook", "--port", str(WEBHOOK_PORT))
     services.start("worker", "worker")
