@@ -16,7 +16,7 @@ from engine.runtime import EngineRuntime, EngineTopics
 from engine.topics import ensure_topics
 from schemas.settings import Settings
 
-ROLES = frozenset({"engine", "whatsapp"})
+ROLES = frozenset({"engine", "whatsapp", "http"})
 
 
 def _broker_credentials(settings: Settings) -> Any:
@@ -34,7 +34,7 @@ def _broker_credentials(settings: Settings) -> Any:
 
 
 def create_app(settings: Settings, roles: frozenset[str] = ROLES, *, web: bool = True) -> faust.App:
-    """Build the faust app for the given roles ('engine', 'whatsapp')."""
+    """Build the faust app for the given roles ('engine', 'whatsapp', 'http')."""
     unknown = roles - ROLES
     if unknown:
         raise ValueError(f"unknown role(s) {sorted(unknown)}; choose from {sorted(ROLES)}")
@@ -77,6 +77,7 @@ def create_app(settings: Settings, roles: frozenset[str] = ROLES, *, web: bool =
         journey_steps=topic(settings.topic_journey_steps),
         dead_letter=topic(settings.topic_dead_letter),
         profile_phones=topic(settings.topic_profile_phones),
+        http_requests=topic(settings.topic_http_requests),
     )
     runtime: EngineRuntime | None = None
     if "engine" in roles:
@@ -88,6 +89,17 @@ def create_app(settings: Settings, roles: frozenset[str] = ROLES, *, web: bool =
             app,
             requests_topic=topics.whatsapp_requests,
             delivery_topic=topics.delivery_events,
+            dead_letter_topic=topics.dead_letter,
+            settings=settings,
+        )
+
+    if "http" in roles:
+        from connectors import http
+
+        http.register(
+            app,
+            requests_topic=topics.http_requests,
+            profile_events_topic=topics.profile_events,
             dead_letter_topic=topics.dead_letter,
             settings=settings,
         )

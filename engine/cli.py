@@ -226,7 +226,10 @@ def graph(target: str, html_out: str | None) -> None:
 
 @main.command()
 @click.option(
-    "--role", type=click.Choice(["all", "engine", "whatsapp"]), default="all", show_default=True
+    "--role",
+    default="all",
+    show_default=True,
+    help="all, or a comma-separated list of engine, whatsapp, http",
 )
 @click.option("--no-web", is_flag=True, help="do not serve /healthz, /readyz and /metrics")
 def worker(role: str, no_web: bool) -> None:
@@ -235,7 +238,9 @@ def worker(role: str, no_web: bool) -> None:
 
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
-    roles = ROLES if role == "all" else frozenset({role})
+    roles = ROLES if role == "all" else frozenset(r.strip() for r in role.split(",") if r.strip())
+    if not roles <= ROLES:
+        _fail(f"unknown role(s) {sorted(roles - ROLES)}; choose from {sorted(ROLES)}", EXIT_INVALID)
     run_worker(settings, roles, web=not no_web)
 
 

@@ -8,7 +8,6 @@ table, and turns the interpreter's effects into records on the output topics.
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 import weakref
 from collections.abc import Awaitable, Coroutine
@@ -44,7 +43,7 @@ from engine.observability import (
 )
 from engine.registry import DefinitionsFollower
 from engine.timers import TimerIndex
-from schemas.deadletter import DeadLetter
+from schemas.deadletter import dead_letter_record
 from schemas.events import MAX_EVENT_BYTES, ProfileEvent
 from schemas.messages import DeliveryEvent
 from schemas.settings import Settings
@@ -67,7 +66,7 @@ class EngineTopics:
     journey_steps: faust.TopicT
     dead_letter: faust.TopicT
     profile_phones: faust.TopicT
-    http_requests: faust.TopicT | None = None
+    http_requests: faust.TopicT
 
 
 class BadRecord(Exception):
@@ -76,36 +75,6 @@ class BadRecord(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def dead_letter(
-    component: str,
-    reason: str,
-    error_type: str,
-    topic: str | None,
-    partition: int | None,
-    offset: int | None,
-    key: bytes | None,
-    value: bytes | None,
-) -> bytes:
-    raw = value or b""
-    try:
-        text: str | None = raw.decode("utf-8")[:65536]
-    except UnicodeDecodeError:
-        text = None
-    record = DeadLetter(
-        reason=reason,
-        error_type=error_type,
-        component=component,
-        source_topic=topic,
-        partition=partition,
-        offset=offset,
-        key=key.decode("utf-8", "replace") if key else None,
-        value_base64=base64.b64encode(raw).decode(),
-        value_text=text,
-        occurred_at=datetime.now(UTC),
-    )
-    return orjson.dumps(record.model_dump(mode="json"))
 
 
 def _validation_reason(exc: ValidationError) -> str:
@@ -294,41 +263,13 @@ class EngineRuntime:
             log.warning(
                 "record dead-lettered", topic=topic, offset=message.offset, reason=bad.reason
             )
-            pending.effects.append(
-                (
-                    self.topics.dead_letter,
-                    key or b"",
-                    dead_letter(
-                        "engine",
-                        bad.reason,
-                        "invalid_record",
-                        topic,
-                        message.partition,
-                        message.offset,
-                        key,
-                        value,
-                    ),
-                )
-            )
+            self._dead_letter(pending, message, bad.reason, "invalid_record")
             return
         except Exception as exc:  # a bug must not stop the stream: keep the record, say why
             log.exception("record failed", topic=topic, offset=message.offset)
             EVENTS_PROCESSED.labels(source=source, outcome="error").inc()
-            pending.effects.append(
-                (
-                    self.topics.dead_letter,
-                    key or b"",
-                    dead_letter(
-                        "engine",
-                        f"processing error: {exc!r}"[:500],
-                        type(exc).__name__,
-                        topic,
-                        message.partition,
-                        message.offset,
-                        key,
-                        value,
-                    ),
-                )
+            self._dead_letter(
+                pending, message, f"processing error: {exc!r}"[:500], type(exc).__name__
             )
             return
         if result is None:
@@ -338,6 +279,20 @@ class EngineRuntime:
             source=source, outcome="duplicate" if result.duplicate else "ok"
         ).inc()
         self._collect(result, event, pending)
+
+    def _dead_letter(self, pending: _Pending, message: Any, reason: str, error_type: str) -> None:
+        record = dead_letter_record(
+            reason=reason,
+            error_type=error_type,
+            component="engine",
+            key=message.key,
+            value=message.value,
+            now=datetime.now(UTC),
+            source_topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+        )
+        pending.effects.append((self.topics.dead_letter, message.key or b"", record))
 
     def _lookup(self, profile_id: str, pending: _Pending) -> ProfileState | None:
         """The profile's latest state: this batch's, a batch being flushed, or the table's."""
@@ -486,11 +441,10 @@ class EngineRuntime:
                     orjson.dumps(step.model_dump(mode="json")),
                 )
             )
-        if effects.http_calls and topics.http_requests is not None:
-            for call in effects.http_calls:
-                pending.effects.append(
-                    (topics.http_requests, call.profile_id.encode(), orjson.dumps(asdict(call)))
-                )
+        for call in effects.http_calls:
+            pending.effects.append(
+                (topics.http_requests, call.profile_id.encode(), orjson.dumps(asdict(call)))
+            )
         if result.changed:
             pending.states[result.state.profile_id] = (event, result.state)
 

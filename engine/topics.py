@@ -41,6 +41,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_delivery_events, p),
         TopicSpec(settings.topic_journey_steps, p),
         TopicSpec(settings.topic_dead_letter, p),
+        TopicSpec(settings.topic_http_requests, p),
         TopicSpec(settings.topic_journey_definitions, 1, compacted=True),
         TopicSpec(settings.topic_profile_phones, p, compacted=True),
     ]

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     topic_dead_letter: str = "dead-letter"
     topic_timers: str = "journey-timers"
     topic_profile_phones: str = "profile-phones"
+    topic_http_requests: str = "http-requests"
     topic_partitions: int = Field(default=8, ge=1)
 
     # Engine runtime

@@ -48,7 +48,8 @@ from pydantic import ValidationError
 
 from connectors.whatsapp.client import CloudApiClient, SendOutcome
 from connectors.whatsapp.pacing import Pacer
-from connectors.whatsapp.policy import check_send, dead_letter_record, mask_phone
+from connectors.whatsapp.policy import check_send, mask_phone
+from schemas.deadletter import dead_letter_record
 from schemas.messages import (
     DeliveryError,
     DeliveryEvent,

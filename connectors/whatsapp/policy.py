@@ -24,14 +24,12 @@ Rules, in the order they are checked by `check_send`:
 
 from __future__ import annotations
 
-import base64
 import re
 import unicodedata
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from schemas.common import is_e164
-from schemas.deadletter import DeadLetter
 from schemas.messages import SendRequest, SkipReason
 
 CUSTOMER_SERVICE_WINDOW = timedelta(hours=24)
@@ -117,35 +115,3 @@ def mask_phone(phone: str | None) -> str:
 def mask_phones_in(text: str | None) -> str | None:
     """Free text (Meta's error details) with anything shaped like a phone number masked."""
     return None if text is None else _PHONE_LIKE.sub(lambda m: mask_phone(m.group()), text)
-
-
-def dead_letter_record(
-    *,
-    reason: str,
-    error_type: str,
-    component: str,
-    key: bytes | None,
-    value: bytes,
-    now: datetime,
-    source_topic: str | None = None,
-    partition: int | None = None,
-    offset: int | None = None,
-) -> bytes:
-    """A DeadLetter (JSON bytes) that keeps the original bytes whole, plus their text if any."""
-    try:
-        text: str | None = value.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    record = DeadLetter(
-        reason=reason,
-        error_type=error_type,
-        component=component,
-        source_topic=source_topic,
-        partition=partition,
-        offset=offset,
-        key=None if key is None else key.decode("utf-8", "replace"),
-        value_base64=base64.b64encode(value).decode("ascii"),
-        value_text=text,
-        occurred_at=now,
-    )
-    return record.model_dump_json().encode()

@@ -51,9 +51,10 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
 from connectors.whatsapp.client import RETRIABLE_CODES
-from connectors.whatsapp.policy import Keyword, KeywordMatcher, dead_letter_record, mask_phone
+from connectors.whatsapp.policy import Keyword, KeywordMatcher, mask_phone
 from connectors.whatsapp.signature import verify
 from schemas.common import normalize_e164
+from schemas.deadletter import dead_letter_record
 from schemas.events import ConsentStatus, ProfileAttributes, ProfileEvent
 from schemas.messages import DeliveryError, DeliveryEvent, DeliveryStatus, SendRequest
 from schemas.settings import Settings

@@ -44,6 +44,7 @@ class Stack:
             "TOPIC_DEAD_LETTER": f"dead-letter-{u}",
             "TOPIC_TIMERS": f"journey-timers-{u}",
             "TOPIC_PROFILE_PHONES": f"profile-phones-{u}",
+            "TOPIC_HTTP_REQUESTS": f"http-requests-{u}",
             "TOPIC_PARTITIONS": str(self.partitions),
             "TIMER_SCAN_INTERVAL_SECONDS": "0.1",
             "LOG_FORMAT": "json",

@@ -13,13 +13,12 @@ from connectors.whatsapp.policy import (
     Keyword,
     KeywordMatcher,
     check_send,
-    dead_letter_record,
     inside_window,
     mask_phone,
     mask_phones_in,
     normalize_keyword,
 )
-from schemas.deadletter import DeadLetter
+from schemas.deadletter import DeadLetter, dead_letter_record
 from schemas.messages import SendRequest, SkipReason
 from schemas.settings import Settings
 
