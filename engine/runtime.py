@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections import Counter
 from collections.abc import Awaitable, Coroutine
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,7 @@ from engine.observability import (
     DEAD_LETTERS,
     EVENT_TO_SEND,
     EVENTS_PROCESSED,
+    INSTANCES_LIVE,
     SENDS_REQUESTED,
     TIMER_LAG,
     TIMERS_PENDING,
@@ -44,6 +46,7 @@ from engine.observability import (
 from engine.registry import DefinitionsFollower
 from engine.timers import TimerIndex
 from schemas.deadletter import dead_letter_record
+from schemas.deployment import JourneyDeployment
 from schemas.events import MAX_EVENT_BYTES, ProfileEvent
 from schemas.messages import DeliveryEvent
 from schemas.settings import Settings
@@ -123,7 +126,7 @@ class EngineRuntime:
         self.settings = settings
         self.catalog = JourneyCatalog()
         self.timers = TimerIndex()
-        self.definitions = DefinitionsFollower(settings, self.catalog.apply)
+        self.definitions = DefinitionsFollower(settings, self._apply_deployment)
         self.partitions = settings.topic_partitions
         self.profiles = app.Table(
             "profiles",
@@ -151,8 +154,28 @@ class EngineRuntime:
         app.agent(self._source_topics, name="journey-engine")(self._agent)
         app.task(self._follow_definitions)
         app.timer(settings.timer_scan_interval_seconds)(self._fire_timers)
+        app.timer(60.0)(self._refresh_gauges)
 
     # --- definitions --------------------------------------------------------------
+
+    def _apply_deployment(self, deployment: JourneyDeployment) -> None:
+        was = self.catalog.status(deployment.journey_id)
+        self.catalog.apply(deployment)
+        if was != "archived" and self.catalog.status(deployment.journey_id) == "archived":
+            self._wake_instances_of(deployment.journey_id)
+
+    def _wake_instances_of(self, journey_id: str) -> None:
+        """Tick every owned profile with an instance of an archived journey, to end it now."""
+        needle = f'"journey_id":"{journey_id}"'.encode()
+        now = time.time()
+        woken = 0
+        for key, raw in self.profiles.items():
+            if raw is not None and needle in raw:
+                self.timers.schedule(key.decode(), now)
+                woken += 1
+        log.info(
+            "journey archived: ending its live instances", journey_id=journey_id, profiles=woken
+        )
 
     async def _follow_definitions(self) -> None:
         await self.definitions.run()
@@ -369,7 +392,10 @@ class EngineRuntime:
         due = state.next_due()
         if due is None:
             return None  # already handled: a tick never fires a step twice
-        if due > now:
+        archived = any(
+            self.catalog.status(inst.journey_id) == "archived" for inst in state.instances.values()
+        )
+        if due > now and not archived:
             self.timers.schedule(profile_id, due.timestamp())  # early tick: keep it indexed
             return None
         if value:
@@ -450,16 +476,15 @@ class EngineRuntime:
 
     # --- timers --------------------------------------------------------------------
 
+    async def _refresh_gauges(self) -> None:
+        self._refresh_instance_gauge()
+
     def _partition_of(self, key: bytes) -> int:
         return int(murmur2(key) & 0x7FFFFFFF) % self.partitions
 
     async def _rebuild_timer_index(self) -> None:
         """After a rebalance: index the timers of the partitions this worker now owns."""
-        owned = {
-            tp.partition
-            for tp in self.app.assignor.assigned_actives()
-            if tp.topic == self.topics.profile_events.get_topic_name()
-        }
+        owned = self._owned_partitions()
         self.timers.clear()
         count = 0
         for key, raw in self.profiles.items():
@@ -470,7 +495,30 @@ class EngineRuntime:
                 self.timers.schedule(key.decode(), due)
                 count += 1
         TIMERS_PENDING.set(len(self.timers))
+        self._refresh_instance_gauge(owned)
         log.info("timer index rebuilt", timers=count, partitions=sorted(owned))
+
+    def _refresh_instance_gauge(self, owned: set[int] | None = None) -> None:
+        """Count live instances by journey and activity from the stored states.
+
+        A full pass over the local table (orjson only, about 3 µs a profile), so it runs
+        after rebalances and once a minute, not per event.
+        """
+        if owned is None:
+            owned = self._owned_partitions()
+        counts: Counter[tuple[str, str]] = Counter()
+        for key, raw in self.profiles.items():
+            if raw is None or self._partition_of(key) not in owned:
+                continue
+            for inst in orjson.loads(raw)["state"].get("instances", {}).values():
+                counts[(inst["journey_id"], inst["activity_id"])] += 1
+        INSTANCES_LIVE.clear()
+        for (journey_id, activity_id), n in counts.items():
+            INSTANCES_LIVE.labels(journey_id=journey_id, activity_id=activity_id).set(n)
+
+    def _owned_partitions(self) -> set[int]:
+        name = self.topics.profile_events.get_topic_name()
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == name}
 
     async def _fire_timers(self) -> None:
         """Send a tick for every profile due now; the agent does the rest in order."""

@@ -214,3 +214,105 @@ async def test_two_workers_share_partitions_and_one_stopping_loses_nothing(
     counts = sends_by_id(sends)
     assert len(counts) == 40
     assert max(counts.values()) == 1
+
+
+async def set_status(stack: Stack, journey_id: str, status: str) -> None:
+    from engine.registry import read_deployments, with_status
+
+    current = await read_deployments(stack.settings)
+    await publish_deployments(stack.settings, [with_status(current[journey_id], status)])  # type: ignore[arg-type]
+
+
+async def test_archive_ends_waiting_instances_and_pause_admits_nobody(
+    stack: Stack, workers: Any
+) -> None:
+    await deploy(stack, WELCOME.replace("WAIT", "1h"))
+    worker = workers(stack)
+    topic = stack.env["TOPIC_PROFILE_EVENTS"]
+    await produce(stack.bootstrap, topic, [signup(i, "es") for i in range(5)])
+    await collect(
+        stack.bootstrap,
+        stack.env["TOPIC_JOURNEY_STEPS"],
+        lambda r: sum(1 for s in r if s["kind"] == "entered") >= 5,
+        60,
+        watch=[worker],
+    )
+    await set_status(stack, "welcome", "paused")
+    await asyncio.sleep(2)
+    await produce(stack.bootstrap, topic, [signup(i, "es") for i in range(5, 8)])
+    await asyncio.sleep(3)
+    await set_status(stack, "welcome", "archived")
+    steps = await collect(
+        stack.bootstrap,
+        stack.env["TOPIC_JOURNEY_STEPS"],
+        lambda r: sum(1 for s in r if s["kind"] == "exited") >= 5,
+        30,
+        watch=[worker],
+    )
+    entered = sorted(s["profile_id"] for s in steps if s["kind"] == "entered")
+    assert entered == [f"p-{i}" for i in range(5)]  # nobody entered while paused
+    exits = {s["profile_id"]: s["reason"] for s in steps if s["kind"] == "exited"}
+    assert exits == {f"p-{i}": "archived" for i in range(5)}
+
+
+async def test_live_instances_keep_their_version(stack: Stack, workers: Any) -> None:
+    await deploy(stack, WELCOME.replace("WAIT", "4s"))
+    worker = workers(stack)
+    topic = stack.env["TOPIC_PROFILE_EVENTS"]
+    await produce(stack.bootstrap, topic, [signup(1, "es")])
+    await collect(
+        stack.bootstrap, stack.env["TOPIC_JOURNEY_STEPS"], lambda r: len(r) >= 1, 60, watch=[worker]
+    )
+    v2 = WELCOME.replace("WAIT", "1s").replace(
+        "template: welcome, language: es", "template: cart_reminder, language: es"
+    )
+    from engine.registry import read_deployments
+
+    current = await read_deployments(stack.settings)
+    dep = next_deployment(parse_journey(v2), current["welcome"])
+    assert dep is not None and dep.version == 2
+    await publish_deployments(stack.settings, [dep])
+    await asyncio.sleep(1)
+    await produce(stack.bootstrap, topic, [signup(2, "es")])
+    sends = await collect(
+        stack.bootstrap,
+        stack.env["TOPIC_WHATSAPP_REQUESTS"],
+        lambda r: len(r) >= 2,
+        60,
+        watch=[worker],
+    )
+    by_profile = {s["profile_id"]: (s["message_id"], s["template"]) for s in sends}
+    assert by_profile == {
+        "p-1": ("welcome:1:p-1:send-es:1", "welcome"),
+        "p-2": ("welcome:2:p-2:send-es:1", "cart_reminder"),
+    }
+
+
+async def test_rocksdb_store_survives_a_restart(
+    kafka_bootstrap: str, unique: str, workers: Any
+) -> None:
+    stack = Stack(kafka_bootstrap, unique, extra={"STORE": "rocksdb://"})
+    await deploy(stack, WELCOME.replace("WAIT", "5s"))
+    first = workers(stack, "rocks")
+    await produce(
+        stack.bootstrap, stack.env["TOPIC_PROFILE_EVENTS"], [signup(i, "en") for i in range(10)]
+    )
+    await collect(
+        stack.bootstrap,
+        stack.env["TOPIC_JOURNEY_STEPS"],
+        lambda r: sum(1 for s in r if s["kind"] == "entered") >= 10,
+        60,
+        watch=[first],
+    )
+    await asyncio.sleep(1.5)
+    first.stop()
+    again = workers(stack, "rocks")  # same data dir: the RocksDB files are reused
+    sends = await collect(
+        stack.bootstrap,
+        stack.env["TOPIC_WHATSAPP_REQUESTS"],
+        lambda r: len(r) >= 10,
+        90,
+        watch=[again],
+    )
+    assert sorted(sends_by_id(sends).values()) == [1] * 10
+    assert list((again.data_dir).rglob("*.sst")) or list((again.data_dir).rglob("CURRENT"))
