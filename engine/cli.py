@@ -16,6 +16,7 @@ import orjson
 
 from engine.loader import JourneyValidationError, load_journey
 from engine.observability import configure_logging
+from engine.report_cli import report_command
 from schemas.settings import Settings
 
 EXIT_OK, EXIT_INVALID, EXIT_KAFKA, EXIT_NOT_FOUND, EXIT_FAILURE = 0, 1, 2, 3, 4
@@ -387,6 +388,8 @@ def tail(
     except OSError as exc:
         _fail(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}", EXIT_KAFKA)
 
+
+main.add_command(report_command)
 
 if __name__ == "__main__":
     main()

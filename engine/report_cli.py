@@ -1,0 +1,151 @@
+"""`journeyctl report`: funnel, delivery and conversion figures per journey, version and activity.
+
+engine/cli.py adds it with `main.add_command(report_command)`; exit codes are engine.cli's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+import click
+from rich.console import Console
+
+from engine.report import (
+    Report,
+    ReportTimeoutError,
+    read_report,
+    render_table,
+    to_csv,
+    to_html,
+    to_json,
+)
+from schemas.common import parse_duration
+from schemas.journey import JourneyDefinition
+from schemas.settings import Settings
+
+FORMATS = ("table", "csv", "json", "html")
+_TABLE_WIDTH = 200  # a table piped to a file or a pager keeps its columns instead of 80
+
+
+def parse_moment(value: str, now: datetime) -> datetime:
+    """An ISO time (a bare one is UTC), or a duration such as `7d` meaning that long before now."""
+    try:
+        return now - parse_duration(value)
+    except ValueError:
+        pass
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+async def _gather(
+    settings: Settings,
+    since: datetime | None,
+    until: datetime | None,
+    timeout: float,
+    journeys: tuple[str, ...],
+    with_definitions: bool,
+) -> tuple[Report, dict[str, JourneyDefinition]]:
+    report = await read_report(settings, since, until, timeout, journeys or None)
+    if not with_definitions:
+        return report, {}
+    from engine.registry import read_deployments
+
+    # Only the deployed version's diagram is known; older versions get the funnel only.
+    deployed = await read_deployments(settings)
+    return report, {f"{d.journey_id}@{d.version}": d.definition for d in deployed.values()}
+
+
+def _console(file: IO[str] | None) -> Console:
+    if file is None and sys.stdout.isatty():
+        return Console()
+    return Console(file=file, width=_TABLE_WIDTH, no_color=file is not None)
+
+
+def _write(text: str, output: str | None) -> None:
+    if output is None:
+        click.echo(text, nl=not text.endswith("\n"))
+        return
+    Path(output).write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output}", err=True)
+
+
+@click.command("report")
+@click.option(
+    "--from-beginning",
+    is_flag=True,
+    help="read both topics from their first record (the default without --since)",
+)
+@click.option("--since", default=None, metavar="TIME", help="ISO time, or a duration ago (7d)")
+@click.option("--until", default=None, metavar="TIME", help="ISO time, or a duration ago (1h)")
+@click.option("--format", "fmt", default="table", show_default=True, metavar="|".join(FORMATS))
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="write here")
+@click.option("--journey", "journeys", multiple=True, metavar="ID", help="only this journey")
+@click.option("--timeout", type=float, default=300.0, show_default=True, help="seconds")
+def report_command(
+    from_beginning: bool,
+    since: str | None,
+    until: str | None,
+    fmt: str,
+    output: str | None,
+    journeys: tuple[str, ...],
+    timeout: float,
+) -> None:
+    """Report per journey, version and activity from delivery-events and journey-steps:
+    entered, exited by reason, sent, delivered, read, failed by code, skipped by reason,
+    conversions, split paths, median and p90 time to deliver and to read."""
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
+    from engine.cli import EXIT_FAILURE, EXIT_INVALID, EXIT_KAFKA, _fail, _settings
+
+    # Checked by hand, not click.Choice: click's usage errors exit 2, which here means Kafka.
+    if fmt not in FORMATS:
+        _fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}", EXIT_INVALID)
+    if from_beginning and since:
+        _fail("--from-beginning and --since contradict each other; give one", EXIT_INVALID)
+    now = datetime.now(UTC)
+    try:
+        start = parse_moment(since, now) if since else None
+        end = parse_moment(until, now) if until else None
+    except ValueError as exc:
+        _fail(f"--since/--until: {exc} (use 2026-11-24T10:00:00Z or 7d)", EXIT_INVALID)
+    if start and end and start >= end:
+        _fail(f"--since ({start.isoformat()}) is not before --until", EXIT_INVALID)
+    settings = _settings()
+    gather = _gather(settings, start, end, timeout, journeys, fmt == "html")
+    try:
+        report, definitions = asyncio.run(gather)
+    except ReportTimeoutError as exc:
+        _fail(str(exc), EXIT_FAILURE)
+    except (KafkaConnectionError, TimeoutError, OSError) as exc:
+        _fail(
+            f"cannot reach Kafka at {settings.kafka_bootstrap_servers} "
+            f"({type(exc).__name__}: {exc}). `make kafka-up` starts a local broker.",
+            EXIT_KAFKA,
+        )
+    except KafkaError as exc:
+        _fail(f"Kafka error: {exc}", EXIT_KAFKA)
+    for topic in report.missing_topics:
+        click.echo(f"warning: topic {topic!r} does not exist; its figures are empty", err=True)
+    _emit(report, definitions, fmt, output)
+
+
+def _emit(
+    report: Report, definitions: dict[str, JourneyDefinition], fmt: str, output: str | None
+) -> None:
+    if fmt == "table":
+        if output is None:
+            render_table(report, _console(None))
+            return
+        with Path(output).open("w", encoding="utf-8") as file:
+            render_table(report, _console(file))
+        click.echo(f"wrote {output}", err=True)
+    elif fmt == "csv":
+        _write(to_csv(report), output)
+    elif fmt == "json":
+        _write(to_json(report).decode(), output)
+    else:
+        _write(to_html(report, definitions), output)
