@@ -82,8 +82,13 @@ def journey_svg(definition: JourneyDefinition, counts: dict[str, int] | None = N
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
         'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#5f6368"/></marker></defs>',
     ]
+    seen_pairs: dict[tuple[str, str], int] = {}
     for e in edges:
+        # A second edge between the same two steps bows out and labels lower down.
+        nth = seen_pairs.get((e.source, e.target), 0)
+        seen_pairs[(e.source, e.target)] = nth + 1
         (sx, sy), (tx, ty) = pos[e.source], pos[e.target]
+        sx, tx = sx + nth * 24, tx + nth * 24
         x1, y1 = sx + NODE_W / 2, sy + NODE_H
         x2, y2 = tx + NODE_W / 2, ty
         if e.back:  # loop around the right side
@@ -98,7 +103,7 @@ def journey_svg(definition: JourneyDefinition, counts: dict[str, int] | None = N
         else:
             mid = (y1 + y2) / 2
             d = f"M{x1:.0f},{y1:.0f} C{x1:.0f},{mid:.0f} {x2:.0f},{mid:.0f} {x2:.0f},{y2:.0f}"
-            lx, ly = (x1 + x2) / 2, mid
+            lx, ly = (x1 + x2) / 2 + nth * 30, mid + nth * 14
         parts.append(
             f'<path class="edge" d="{d}" fill="none" stroke="#5f6368" marker-end="url(#arrow)"/>'
         )
