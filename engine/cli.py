@@ -46,13 +46,17 @@ def _run_kafka(coro: Coroutine[Any, Any, T], settings: Settings) -> T:
     try:
         return asyncio.run(bounded())
     except (KafkaConnectionError, TimeoutError, OSError) as exc:
-        _fail(
-            f"cannot reach Kafka at {settings.kafka_bootstrap_servers} ({type(exc).__name__}: {exc}). "
-            "Is the broker running? `make kafka-up` starts a local one; KAFKA_BOOTSTRAP_SERVERS names another.",
-            EXIT_KAFKA,
-        )
+        _fail(_unreachable(settings, exc), EXIT_KAFKA)
     except KafkaError as exc:
         _fail(f"Kafka error: {exc}", EXIT_KAFKA)
+
+
+def _unreachable(settings: Settings, exc: BaseException) -> str:
+    return (
+        f"cannot reach Kafka at {settings.kafka_bootstrap_servers} ({type(exc).__name__}: {exc}). "
+        "Is the broker running? `make kafka-up` starts a local one; "
+        "KAFKA_BOOTSTRAP_SERVERS names another."
+    )
 
 
 def _load_all(files: tuple[str, ...]) -> list[tuple[str, Any]]:
@@ -71,7 +75,22 @@ def _load_all(files: tuple[str, ...]) -> list[tuple[str, Any]]:
     return loaded
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Journeyctl(click.Group):
+    """click exits 2 on a usage error; here 2 means "cannot reach Kafka", so those exit 1."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(EXIT_INVALID)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(EXIT_FAILURE)
+
+
+@click.group(cls=_Journeyctl, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Operate the journey engine. Configuration comes from the environment
     (KAFKA_BOOTSTRAP_SERVERS, WHATSAPP_*, ...; see the README)."""
@@ -242,6 +261,9 @@ def worker(role: str, no_web: bool) -> None:
     roles = ROLES if role == "all" else frozenset(r.strip() for r in role.split(",") if r.strip())
     if not roles <= ROLES:
         _fail(f"unknown role(s) {sorted(roles - ROLES)}; choose from {sorted(ROLES)}", EXIT_INVALID)
+    from engine.topics import ensure_topics
+
+    _run_kafka(ensure_topics(settings), settings)
     run_worker(settings, roles, web=not no_web)
 
 
@@ -262,6 +284,11 @@ def webhook(port: int | None, host: str | None) -> None:
     configure_logging(settings.log_format, settings.log_level)
     if settings.whatsapp_app_secret is None:
         _fail("WHATSAPP_APP_SECRET is not set: webhooks cannot be verified", EXIT_INVALID)
+    from engine.topics import ensure_topics
+
+    # The receiver reads profile-phones and delivery-events: create them with their
+    # settings (compacted, partitions) before a broker auto-creates them with defaults.
+    _run_kafka(ensure_topics(settings), settings)
     _run_forever(run_webhook(settings))
 
 
@@ -362,6 +389,8 @@ def tail(
     topic: str, from_beginning: bool, limit: int | None, timeout: float | None, as_json: bool
 ) -> None:
     """Print records of a topic as they arrive (delivery and step events as a table)."""
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
     from engine.tail import tail_topic
 
     settings = _settings()
@@ -385,8 +414,10 @@ def tail(
         )
     except KeyboardInterrupt:
         pass
-    except OSError as exc:
-        _fail(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}", EXIT_KAFKA)
+    except (KafkaConnectionError, OSError) as exc:
+        _fail(_unreachable(settings, exc), EXIT_KAFKA)
+    except KafkaError as exc:
+        _fail(f"Kafka error: {exc}", EXIT_KAFKA)
 
 
 main.add_command(report_command)

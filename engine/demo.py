@@ -35,11 +35,19 @@ from schemas.journey import JourneyDefinition, WaitActivity, WaitForEventActivit
 from schemas.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_DIR = ROOT / ".demo"
-SANDBOX_PORT, WEBHOOK_PORT = 8070, 8080
+# Overridable so that a test, or a second demo, runs beside `make run` without sharing
+# its ports or its log files (topics and the consumer group follow TOPIC_* and APP_ID).
+DEMO_DIR = Path(os.environ.get("DEMO_DIR") or ROOT / ".demo")
+SANDBOX_PORT = int(os.environ.get("DEMO_SANDBOX_PORT", "8070"))
+WEBHOOK_PORT = int(os.environ.get("DEMO_WEBHOOK_PORT", "8080"))
 PROFILES = 300
 MAX_DEMO_SECONDS = 110
 console = Console(width=120)
+
+
+def shown(path: Path) -> str:
+    """A path as the user would type it: relative to the repository when it is inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def shorten(
@@ -310,9 +318,7 @@ async def demo(services: Services, settings: Settings, run: str) -> None:
     )
     for problem in problems:
         console.print(f"[red]{problem}[/]")
-    console.print(
-        f"published {sent} events for {PROFILES} profiles ({events_file.relative_to(ROOT)})"
-    )
+    console.print(f"published {sent} events for {PROFILES} profiles ({shown(events_file)})")
     await asyncio.sleep(1)
     later_file = DEMO_DIR / f"orders-{run}.jsonl"
     later_file.write_bytes(b"\n".join(orjson.dumps(e) for e in later) + b"\n")
@@ -332,12 +338,12 @@ async def demo(services: Services, settings: Settings, run: str) -> None:
     ours = [m for m in messages if f"demo-{run}-" in str(m.get("biz_opaque_callback_data") or "")]
     summarize(final, len(ours))
     console.print(
-        f"logs: {DEMO_DIR.relative_to(ROOT)}/  ·  try: journeyctl list · journeyctl graph examples/journeys/winback.yaml"
+        f"logs: {shown(DEMO_DIR)}/  ·  try: journeyctl list · journeyctl graph examples/journeys/winback.yaml"
     )
 
 
 def main() -> int:
-    DEMO_DIR.mkdir(exist_ok=True)
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
     run = secrets.token_hex(3)
     env = {
         **os.environ,

@@ -127,6 +127,10 @@ async def read_deployments(
     current: dict[str, JourneyDeployment] = {}
     try:
         topic = settings.topic_journey_definitions
+        # Asking for one topic's metadata creates it where auto.create.topics.enable is on
+        # (Kafka's default), with the broker's defaults. Listing all topics creates nothing.
+        if topic not in await consumer.topics():
+            return {}
         tps = await assign_all(consumer, topic, wait_seconds=0)
         if not tps:
             return {}
