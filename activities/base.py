@@ -35,7 +35,10 @@ class HttpCall:
 
 @dataclass(slots=True)
 class StepContext:
-    """Everything one activity run may read. `visit` counts this activity's runs for the journey."""
+    """Everything one activity run may read. `visit` counts this activity's runs for the journey.
+
+    `run_id` is set for campaign instances: their message ids name the run, not the visit.
+    """
 
     profile_id: str
     profile: Mapping[str, Any]
@@ -48,6 +51,7 @@ class StepContext:
     trigger_at: datetime
     whatsapp_sends: Sequence[datetime] = ()
     resumed: bool = False
+    run_id: str | None = None
 
     def evaluate(self, source: str) -> Any:
         return evaluate(source, self.variables)

@@ -1,6 +1,8 @@
-"""Whether an event admits a profile into a journey: the re-entry rule, then the entry condition.
+"""Whether a profile may enter a journey: the re-entry rule, then the entry condition.
 
 The one-live-instance rule needs the profile's instances, so the interpreter checks it first.
+An entry's condition is the event entry's `condition`, or the condition of an audience read
+or of an audience qualification; a trigger of a run may add one of its own (`also`).
 """
 
 from __future__ import annotations
@@ -28,13 +30,17 @@ def reentry_refusal(reentry: Reentry, history: JourneyHistory | None, now: datet
     return None
 
 
-def run(ctx: StepContext, rule: EntryRule, now: datetime) -> StepOutcome:
+def run(
+    ctx: StepContext, rule: EntryRule, now: datetime, *, also: str | None = None
+) -> StepOutcome:
     """Go to the journey's start when the entry condition holds (an error declines the entry)."""
-    if rule.condition is not None:
+    for source, what in ((rule.admission_condition, "entry"), (also, "trigger audience")):
+        if source is None:
+            continue
         try:
-            admitted = ctx.condition(rule.condition)
+            admitted = ctx.condition(source)
         except ExpressionError as exc:
             return StepOutcome.decline(str(exc))
         if not admitted:
-            return StepOutcome.decline("entry condition is false")
+            return StepOutcome.decline(f"{what} condition is false")
     return StepOutcome.go(ctx.journey.start, "entered")

@@ -65,11 +65,13 @@ def build_variables(
     entered_at: datetime,
     now: datetime,
     programs: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> Variables:
     """The variables every expression of one activity run sees.
 
     `profile` is the merged attributes, `event` the instance's entry event, `trigger` the
-    event that woke this step (an empty map when a timer did, so `has(trigger.x)` works).
+    event that woke this step (an empty map when a timer did, so `has(trigger.x)` works),
+    `context` the context of the campaign trigger that admitted the profile (else empty).
     """
     return Variables(
         {
@@ -82,6 +84,7 @@ def build_variables(
                 "instance_id": instance_id,
                 "entered_at": entered_at,
             },
+            "context": context or {},
             "now": now,
         },
         programs,

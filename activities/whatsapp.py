@@ -40,14 +40,20 @@ class TemplateError(Exception):
     """A parameter could not be rendered; the message names the parameter."""
 
 
-def message_id(journey_id: str, version: int, profile_id: str, activity_id: str, visit: int) -> str:
-    """The deterministic id of one send (DESIGN.md): replays yield the same id, never a new one."""
+def message_id(
+    journey_id: str, version: int, profile_id: str, activity_id: str, visit: int | str
+) -> str:
+    """The deterministic id of one send (DESIGN.md): replays yield the same id, never a new one.
+
+    For a campaign the visit is the run id, so a run never messages a profile twice.
+    """
     return f"{journey_id}:{version}:{profile_id}:{activity_id}:{visit}"
 
 
 def run(ctx: StepContext, activity: WhatsAppActivity, now: datetime) -> StepOutcome:
     journey = ctx.journey
-    mid = message_id(journey.id, ctx.version, ctx.profile_id, ctx.activity_id, ctx.visit)
+    visit = ctx.run_id if ctx.run_id is not None else ctx.visit
+    mid = message_id(journey.id, ctx.version, ctx.profile_id, ctx.activity_id, visit)
     quiet = journey.quiet_hours
     if quiet is not None:
         until = quiet_hours_end(quiet, ctx.profile.get("timezone"), now)

@@ -12,6 +12,7 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from engine.campaigns import register_trigger_api
 from engine.runtime import EngineRuntime, EngineTopics
 from engine.topics import ensure_topics
 from schemas.settings import Settings
@@ -82,6 +83,9 @@ def create_app(settings: Settings, roles: frozenset[str] = ROLES, *, web: bool =
     runtime: EngineRuntime | None = None
     if "engine" in roles:
         runtime = EngineRuntime(app, topics, settings)
+        # Served by each engine worker: it has the catalog (404, 409) and a producer; behind
+        # a load balancer any worker answers.
+        register_trigger_api(app, runtime.audience, settings)
     if "whatsapp" in roles:
         from connectors import whatsapp
 

@@ -11,6 +11,8 @@ Choices where the contract is silent:
 - A journey's current version is the highest version seen; its definition serves new entries.
 - Every expression is compiled when a version is applied, so a broken record is refused here
   (DeploymentRejected) instead of failing per profile.
+- Campaigns are journeys of `kind: campaign` (archived = cancelled). Cancelled runs of a
+  campaign are known here too, because the interpreter must skip their queued work.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from schemas.campaign import CampaignDefinition
 from schemas.common import compile_expression
 from schemas.deployment import JourneyDeployment, JourneyStatus
 from schemas.journey import (
@@ -47,10 +50,15 @@ class CompiledJourney:
     deployed_at: datetime
     programs: Mapping[str, Any] = field(default_factory=dict)
     exit_types: frozenset[str] = frozenset()
+    campaign: CampaignDefinition | None = None
 
     @property
     def active(self) -> bool:
         return self.status == "active"
+
+    @property
+    def is_campaign(self) -> bool:
+        return self.campaign is not None
 
 
 def compile_journey(deployment: JourneyDeployment) -> CompiledJourney:
@@ -75,6 +83,7 @@ def compile_journey(deployment: JourneyDeployment) -> CompiledJourney:
         deployed_at=deployment.deployed_at,
         programs=programs,
         exit_types=frozenset(rule.event for rule in definition.exit_on),
+        campaign=deployment.campaign if deployment.kind == "campaign" else None,
     )
 
 
@@ -95,6 +104,9 @@ class JourneyCatalog:
     def __init__(self) -> None:
         self._journeys: dict[str, _Journey] = {}
         self._entries: dict[str, list[CompiledJourney]] = {}
+        self._audiences: list[CompiledJourney] = []
+        self._qualifications: list[CompiledJourney] = []
+        self._cancelled_runs: set[tuple[str, str]] = set()
         self.longest_cap_window = timedelta(0)
         self.largest_cap = 0
 
@@ -134,6 +146,20 @@ class JourneyCatalog:
         """Current versions of the active journeys this event type can admit a profile into."""
         return self._entries.get(event_type, [])
 
+    def audiences(self) -> list[CompiledJourney]:
+        """Current versions of the active journeys and campaigns that enter by audience."""
+        return self._audiences
+
+    def qualifications(self) -> list[CompiledJourney]:
+        """Current versions of the active journeys that enter by audience qualification."""
+        return self._qualifications
+
+    def cancel_run(self, journey_id: str, run_id: str) -> None:
+        self._cancelled_runs.add((journey_id, run_id))
+
+    def run_cancelled(self, journey_id: str, run_id: str) -> bool:
+        return (journey_id, run_id) in self._cancelled_runs
+
     def __iter__(self) -> Iterator[CompiledJourney]:
         """Each journey's current version, by journey id."""
         return (self._journeys[jid].current for jid in sorted(self._journeys))
@@ -147,23 +173,31 @@ class JourneyCatalog:
     def _reindex(self) -> None:
         # Deployments are rare and catalogs small; rebuilding keeps the index obviously right.
         entries: dict[str, list[CompiledJourney]] = {}
+        audiences: list[CompiledJourney] = []
+        qualifications: list[CompiledJourney] = []
         window, largest = timedelta(0), 0
         for jid in sorted(self._journeys):
             journey = self._journeys[jid]
             current = journey.current
-            if current.active:
-                entries.setdefault(current.definition.entry.event, []).append(current)
+            rule = current.definition.entry
+            if current.active and rule.event is not None:
+                entries.setdefault(rule.event, []).append(current)
+            elif current.active and rule.audience is not None:
+                audiences.append(current)
+            elif current.active and rule.qualification is not None:
+                qualifications.append(current)
             for version in journey.versions.values():
                 cap = version.definition.frequency_cap
                 if cap is not None:
                     window, largest = max(window, cap.per), max(largest, cap.max)
         self._entries = entries
+        self._audiences, self._qualifications = audiences, qualifications
         self.longest_cap_window, self.largest_cap = window, largest
 
 
 def _expressions(definition: JourneyDefinition) -> Iterator[str]:
-    if definition.entry.condition:
-        yield definition.entry.condition
+    if definition.entry.admission_condition:
+        yield definition.entry.admission_condition
     for rule in definition.exit_on:
         if rule.condition:
             yield rule.condition

@@ -14,6 +14,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 import orjson
 
+from engine.campaign_cli import campaign_group
 from engine.loader import JourneyValidationError, load_journey
 from engine.observability import configure_logging
 from engine.report_cli import report_command
@@ -421,6 +422,7 @@ def tail(
 
 
 main.add_command(report_command)
+main.add_command(campaign_group)
 
 if __name__ == "__main__":
     main()

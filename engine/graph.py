@@ -46,13 +46,24 @@ _SHAPES: dict[str, tuple[str, str]] = {
 }
 
 
+def entry_label(definition: JourneyDefinition) -> str:
+    """How profiles enter, in a few words: `on cart.abandoned if ...`, `audience ...`."""
+    rule = definition.entry
+    if rule.audience is not None:
+        return f"audience {_shorten(rule.audience.condition)}"
+    if rule.qualification is not None:
+        return f"qualifies {_shorten(rule.qualification.condition)}"
+    entry = f"on {rule.event}"
+    if rule.condition:
+        entry += f" if {_shorten(rule.condition)}"
+    return entry
+
+
 def to_mermaid(definition: JourneyDefinition, counts: dict[str, int] | None = None) -> str:
     """A `flowchart TD` of the journey; `counts` (by activity id) are appended to the labels."""
     ids = _node_ids(definition.activities)
     lines = ["flowchart TD"]
-    entry = f"on {definition.entry.event}"
-    if definition.entry.condition:
-        entry += f" if {_shorten(definition.entry.condition)}"
+    entry = entry_label(definition)
     lines.append(f'    {ENTRY_NODE}(("{_escape(entry)}"))')
     for activity_id, activity in definition.activities.items():
         opening, closing = _SHAPES[activity.type]

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-from engine.graph import activity_label, edge_label
+from engine.graph import activity_label, edge_label, entry_label
 from schemas.journey import JourneyDefinition, activity_targets
 
 NODE_W, NODE_H, GAP_X, GAP_Y, MARGIN = 190, 46, 40, 70, 30
@@ -112,7 +112,7 @@ def journey_svg(definition: JourneyDefinition, counts: dict[str, int] | None = N
                 f'<text class="edge-label" x="{lx:.0f}" y="{ly:.0f}" text-anchor="middle" fill="#3c4043" '
                 f'paint-order="stroke" stroke="#fff" stroke-width="3">{escape(e.label)}</text>'
             )
-    entry = f"on {definition.entry.event}"
+    entry = entry_label(definition)
     for node, (x, y) in pos.items():
         kind = "entry" if node == "entry" else definition.activities[node].type
         label = entry if node == "entry" else activity_label(node, definition.activities[node])

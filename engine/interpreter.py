@@ -9,7 +9,12 @@ Processing order of `apply_event` (each step sees the previous one's result):
 3. merge `attributes` into the profile (None leaves an attribute as it was);
 4. per live instance: archived journey -> ARCHIVED; exit criterion -> EXIT_EVENT; else
    resume it if it waits for this event (or this HTTP response);
-5. entries into the active journeys this event type admits, each run until it waits or ends.
+5. entries into the active journeys this event type admits, each run until it waits or ends;
+6. audience qualification: entries into the journeys whose qualification condition was false
+   (or the profile unknown) before step 3's merge and holds after it.
+
+`apply_audience` applies one profile's share of an audience run (a journey's audience read or
+a campaign run): due timers first, then the entry, once per run id.
 
 Choices where the contract is silent:
 - `state.instances` is keyed by journey id, which makes "one live instance per journey and
@@ -38,6 +43,15 @@ Choices where the contract is silent:
 - Every run has a budget of 200 steps, shared across jumps, so jump loops end with ERROR.
 - A send's `trigger_at` is when its cause happened: the event that entered or resumed the
   instance, or the due time of the timer that woke it, so event-to-send latency stays honest.
+- An audience run admits a profile at most once: the run id is remembered in the journey's
+  history (the latest 64 per journey), whatever the send's outcome (sent, skipped, delayed).
+  The entry event of such an instance is synthetic (type `audience.run`, data `run_id` and
+  `context`); expressions see the trigger's context as `context`.
+- A campaign's message id has the run id where a journey's has the visit number. A campaign
+  instance whose run is cancelled ends (ARCHIVED) at the profile's next event or timer, so a
+  message delayed by quiet hours is not sent after the cancel.
+- Qualification is an edge: a profile that still matches after an update it already matched
+  before does not enter again; an event without attributes never qualifies anyone.
 """
 
 from __future__ import annotations
@@ -63,6 +77,7 @@ from activities import wait_for_event as wait_for_event_activity
 from activities import whatsapp as whatsapp_activity
 from activities.expressions import ExpressionError
 from engine.catalog import CompiledJourney, JourneyCatalog
+from schemas.campaign import AudienceTick
 from schemas.common import format_duration
 from schemas.events import ProfileEvent
 from schemas.messages import DeliveryEvent, DeliveryStatus, SendRequest
@@ -70,18 +85,24 @@ from schemas.state import EventContext, JourneyHistory, JourneyInstance, Profile
 from schemas.steps import ExitReason, JourneyStepEvent
 
 __all__ = [
+    "AUDIENCE_EVENT_TYPE",
     "MAX_STEPS",
+    "AudienceFilter",
     "Effects",
     "HttpCall",
     "ProcessResult",
+    "apply_audience",
     "apply_event",
     "apply_timers",
     "check_event_time",
     "delivery_to_event",
+    "ends_without_timer",
     "new_profile_state",
 ]
 
 MAX_STEPS = 200
+MAX_RUNS_REMEMBERED = 64
+AUDIENCE_EVENT_TYPE = "audience.run"
 DELIVERY_EVENT_TYPES = frozenset(f"whatsapp.{status.value}" for status in DeliveryStatus)
 HTTP_RESPONSE_EVENT = http_activity.RESPONSE_EVENT
 # Send times kept per profile: at least this many and this long, more when a cap needs it.
@@ -114,12 +135,16 @@ class Effects:
 
 @dataclass(slots=True, kw_only=True)
 class ProcessResult:
-    """The profile's state (the same object passed in), its effects, and whether to store it."""
+    """The profile's state (the same object passed in), its effects, and whether to store it.
+
+    `declined` says why an audience run did not admit the profile.
+    """
 
     state: ProfileState
     effects: Effects
     duplicate: bool = False
     changed: bool
+    declined: str | None = None
 
 
 def new_profile_state(profile_id: str) -> ProfileState:
@@ -152,13 +177,16 @@ def apply_event(
     run = _Run(state, catalog, now)
     _fire_due_timers(run)
     run.event_id = event.event_id
+    trigger = EventContext.model_construct(
+        event_id=event.event_id, type=event.type, data=event.data, occurred_at=event.occurred_at
+    )
+    qualifying = catalog.qualifications() if event.attributes is not None else []
+    # An unknown profile matched nothing before; evaluate before the merge changes attributes.
+    matched_before = [bool(state.attributes) and _qualifies(run, c, trigger) for c in qualifying]
     if event.attributes is not None:
         for key, value in event.attributes:
             if value is not None:
                 state.attributes[key] = value
-    trigger = EventContext.model_construct(
-        event_id=event.event_id, type=event.type, data=event.data, occurred_at=event.occurred_at
-    )
     for instance in list(state.instances.values()):
         if state.instances.get(instance.journey_id) is not instance:
             continue
@@ -171,9 +199,70 @@ def apply_event(
             _deliver(run, compiled, instance, event, trigger)
     for compiled in catalog.entries_for(event.type):
         _try_entry(run, compiled, trigger)
+    for compiled, before in zip(qualifying, matched_before, strict=True):
+        if not before:
+            _try_entry(run, compiled, trigger)
 
     state.updated_at = now
     return ProcessResult(state=state, effects=run.effects, changed=True)
+
+
+def apply_audience(
+    state: ProfileState, tick: AudienceTick, catalog: JourneyCatalog, now: datetime
+) -> ProcessResult:
+    """Admit the profile into an audience run if it qualifies now (due timers fire first)."""
+    run = _Run(state, catalog, now)
+    _fire_due_timers(run)
+    declined = _audience_entry(run, tick)
+    if run.changed:
+        state.updated_at = now
+    return ProcessResult(state=state, effects=run.effects, changed=run.changed, declined=declined)
+
+
+def audience_entry_event(tick: AudienceTick) -> EventContext:
+    """The synthetic entry event of an instance admitted by an audience run."""
+    return EventContext.model_construct(
+        event_id=f"run:{tick.journey_id}:{tick.run_id}",
+        type=AUDIENCE_EVENT_TYPE,
+        data={"run_id": tick.run_id, "context": tick.context},
+        occurred_at=tick.requested_at,
+    )
+
+
+@dataclass(slots=True)
+class AudienceFilter:
+    """The cheap test a worker's audience scan applies to stored profiles before queueing them.
+
+    It reads the table's JSON (no model parse) and may admit too many, never too few:
+    `apply_audience` decides, on the profile's state when its work is processed.
+    """
+
+    compiled: CompiledJourney
+    tick: AudienceTick
+    _entry_event: EventContext = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._entry_event = audience_entry_event(self.tick)
+
+    def admits(self, stored: dict[str, Any], now: datetime) -> bool:
+        compiled, tick = self.compiled, self.tick
+        jid = compiled.journey_id
+        history = stored.get("history", {}).get(jid)
+        if history is not None:
+            if tick.run_id in history.get("runs", ()):
+                return False
+            if history.get("entries") and compiled.definition.reentry.mode == "never":
+                return False
+        if jid in stored.get("instances", {}):
+            return False
+        variables = _entry_variables(
+            compiled, stored.get("attributes", {}), self._entry_event, now, tick.context
+        )
+        return all(
+            _holds(source, variables)
+            for source in (compiled.definition.entry.admission_condition, tick.condition)
+            if source is not None
+        )
 
 
 def apply_timers(state: ProfileState, catalog: JourneyCatalog, now: datetime) -> ProcessResult:
@@ -183,6 +272,20 @@ def apply_timers(state: ProfileState, catalog: JourneyCatalog, now: datetime) ->
     if run.changed:
         state.updated_at = now
     return ProcessResult(state=state, effects=run.effects, changed=run.changed)
+
+
+def ends_without_timer(state: ProfileState, catalog: JourneyCatalog) -> bool:
+    """Whether an instance must end before its timer is due: journey archived, run cancelled."""
+    for instance in state.instances.values():
+        compiled = catalog.get(instance.journey_id, instance.version)
+        if compiled is None:
+            continue
+        if compiled.status == "archived":
+            return True
+        run_id = _campaign_run(compiled, instance)
+        if run_id is not None and catalog.run_cancelled(instance.journey_id, run_id):
+            return True
+    return False
 
 
 def check_event_time(
@@ -250,8 +353,12 @@ def _fire_due_timers(run: _Run) -> None:
         compiled = run.catalog.get(instance.journey_id, instance.version)
         if compiled is None:
             continue
+        run_id = _campaign_run(compiled, instance)
         if compiled.status == "archived":
-            _end(run, instance, ExitReason.ARCHIVED, "journey archived")
+            what = "campaign cancelled" if compiled.is_campaign else "journey archived"
+            _end(run, instance, ExitReason.ARCHIVED, what)
+        elif run_id is not None and run.catalog.run_cancelled(instance.journey_id, run_id):
+            _end(run, instance, ExitReason.ARCHIVED, f"campaign run {run_id} cancelled")
         elif now >= instance.deadline:
             timeout = format_duration(compiled.definition.timeout)
             _end(run, instance, ExitReason.TIMEOUT, f"journey timeout of {timeout} reached")
@@ -351,6 +458,78 @@ def _try_entry(run: _Run, compiled: CompiledJourney, trigger: EventContext) -> N
         return
     _admit(run, instance)
     _drive(run, compiled, instance, trigger, trigger.occurred_at, variables=variables)
+
+
+def _qualifies(run: _Run, compiled: CompiledJourney, trigger: EventContext) -> bool:
+    """Whether the qualification condition holds on the profile as it is now."""
+    condition = compiled.definition.entry.admission_condition
+    assert condition is not None  # qualification entries always have one
+    return _holds(condition, _entry_variables(compiled, run.state.attributes, trigger, run.now))
+
+
+def _entry_variables(
+    compiled: CompiledJourney,
+    profile: dict[str, Any],
+    event: EventContext,
+    now: datetime,
+    context: dict[str, Any] | None = None,
+) -> Variables:
+    """Variables for an entry condition tested before any instance exists."""
+    return build_variables(
+        profile=profile,
+        event=event,
+        trigger=event,
+        journey_id=compiled.journey_id,
+        version=compiled.version,
+        instance_id="",
+        entered_at=now,
+        now=now,
+        programs=compiled.programs,
+        context=context,
+    )
+
+
+def _holds(condition: str, variables: Variables) -> bool:
+    """A condition that fails to evaluate (a missing attribute) does not hold."""
+    try:
+        return evaluate_condition(condition, variables)
+    except ExpressionError:
+        return False
+
+
+def _audience_entry(run: _Run, tick: AudienceTick) -> str | None:
+    """Admit the profile into the run and drive it; why not, or None when it entered."""
+    compiled = run.catalog.current(tick.journey_id)
+    if compiled is None:
+        return f"no journey or campaign {tick.journey_id!r} is deployed"
+    if compiled.definition.entry.audience is None:
+        return f"{tick.journey_id!r} does not enter by audience"
+    if not compiled.active:
+        archived = compiled.status == "archived"
+        status = "cancelled" if archived and compiled.is_campaign else compiled.status
+        return f"{tick.journey_id!r} is {status}"
+    if run.catalog.run_cancelled(tick.journey_id, tick.run_id):
+        return f"run {tick.run_id!r} is cancelled"
+    history = run.state.history.get(tick.journey_id)
+    if history is not None and tick.run_id in history.runs:
+        return f"already admitted by run {tick.run_id!r}"
+    refusal = _refusal(run, compiled)
+    if refusal is not None:
+        return refusal
+    trigger = audience_entry_event(tick)
+    run.event_id = trigger.event_id
+    instance = _new_instance(run, compiled, trigger)
+    variables = _variables(run, compiled, instance, trigger)
+    ctx = _context(run, compiled, instance, variables, tick.requested_at, visit=0)
+    outcome = entry.run(ctx, compiled.definition.entry, run.now, also=tick.condition)
+    if outcome.next is None:
+        return outcome.detail
+    _admit(run, instance)
+    runs = _history(run, tick.journey_id).runs
+    runs.append(tick.run_id)
+    del runs[:-MAX_RUNS_REMEMBERED]
+    _drive(run, compiled, instance, trigger, tick.requested_at, variables=variables)
+    return None
 
 
 def _refusal(run: _Run, compiled: CompiledJourney, leaving: str | None = None) -> str | None:
@@ -540,7 +719,7 @@ def _history(run: _Run, journey_id: str) -> JourneyHistory:
     history = run.state.history.get(journey_id)
     if history is None:
         history = JourneyHistory.model_construct(
-            entries=0, last_entered_at=None, last_exited_at=None, visits={}
+            entries=0, last_entered_at=None, last_exited_at=None, visits={}, runs=[]
         )
         run.state.history[journey_id] = history
     return history
@@ -559,7 +738,25 @@ def _variables(
         entered_at=instance.entered_at,
         now=run.now,
         programs=compiled.programs,
+        context=_run_context(instance),
     )
+
+
+def _run_context(instance: JourneyInstance) -> dict[str, Any] | None:
+    entry_event = instance.entry_event
+    if entry_event.type != AUDIENCE_EVENT_TYPE:
+        return None
+    context = entry_event.data.get("context")
+    return context if isinstance(context, dict) else None
+
+
+def _campaign_run(compiled: CompiledJourney, instance: JourneyInstance) -> str | None:
+    """The run a campaign instance belongs to (its message ids name it), else None."""
+    entry_event = instance.entry_event
+    if not compiled.is_campaign or entry_event.type != AUDIENCE_EVENT_TYPE:
+        return None
+    run_id = entry_event.data.get("run_id")
+    return run_id if isinstance(run_id, str) else None
 
 
 def _context(
@@ -581,4 +778,5 @@ def _context(
         variables=variables,
         trigger_at=trigger_at,
         whatsapp_sends=run.state.sends.get("whatsapp", ()),
+        run_id=_campaign_run(compiled, instance),
     )

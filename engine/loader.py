@@ -1,4 +1,4 @@
-"""Load journey YAML into a validated JourneyDefinition, or say exactly what is wrong.
+"""Load journey (and campaign) YAML into validated models, or say exactly what is wrong.
 
 Every problem is reported as `FILE:LINE:COLUMN: path.to.field: message`, all at once.
 """
@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from schemas.campaign import CampaignDefinition
 from schemas.journey import JourneyDefinition, check_graph
 
 Path_ = tuple[str | int, ...]
@@ -123,8 +124,8 @@ def _message(error: Any) -> str:
     return msg.removeprefix("Value error, ")
 
 
-def parse_journey(text: str, filename: str = "<string>") -> JourneyDefinition:
-    """Validate journey YAML text; raise JourneyValidationError listing every problem."""
+def _compose(text: str, filename: str, shape: str) -> tuple[dict[str, Any], _Marks]:
+    """Parse YAML text into data and the position of every field; raise on bad YAML."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -139,20 +140,14 @@ def parse_journey(text: str, filename: str = "<string>") -> JourneyDefinition:
             [JourneyProblem(filename, 1, 1, "", f"invalid YAML: {exc}")]
         ) from None
     if node is None or not isinstance(data, dict):
-        raise JourneyValidationError(
-            [
-                JourneyProblem(
-                    filename,
-                    1,
-                    1,
-                    "",
-                    "a journey file holds one YAML mapping (id, name, entry, ...)",
-                )
-            ]
-        )
+        raise JourneyValidationError([JourneyProblem(filename, 1, 1, "", shape)])
     marks = _Marks()
     marks.walk(node, ())
-    problems = [
+    return data, marks
+
+
+def _duplicate_problems(marks: _Marks, filename: str) -> list[JourneyProblem]:
+    return [
         JourneyProblem(
             filename,
             *mark,
@@ -161,31 +156,88 @@ def parse_journey(text: str, filename: str = "<string>") -> JourneyDefinition:
         )
         for path, mark in marks.duplicates
     ]
+
+
+def _validation_problems(
+    exc: ValidationError, data: Any, marks: _Marks, filename: str
+) -> list[JourneyProblem]:
+    problems = []
+    for error in exc.errors():
+        path = _yaml_path(error["loc"], data)
+        if error["type"] == "union_tag_invalid":
+            path = (*path, "type")
+        line, col = marks.locate(path, key=error["type"] == "extra_forbidden")
+        problems.append(JourneyProblem(filename, line, col, _field_name(path), _message(error)))
+    return problems
+
+
+def _sorted(problems: list[JourneyProblem]) -> list[JourneyProblem]:
+    return sorted(problems, key=lambda p: (p.line, p.column))
+
+
+def parse_journey(text: str, filename: str = "<string>") -> JourneyDefinition:
+    """Validate journey YAML text; raise JourneyValidationError listing every problem."""
+    data, marks = _compose(
+        text, filename, "a journey file holds one YAML mapping (id, name, entry, ...)"
+    )
+    if data.get("kind") == "campaign":
+        line, col = marks.locate(("kind",))
+        raise JourneyValidationError(
+            [
+                JourneyProblem(
+                    filename,
+                    line,
+                    col,
+                    "kind",
+                    "this file is a campaign: use `journeyctl campaign validate|deploy`",
+                )
+            ]
+        )
+    problems = _duplicate_problems(marks, filename)
     try:
         journey = JourneyDefinition.model_validate(data, context={"skip_graph": True})
     except ValidationError as exc:
-        for error in exc.errors():
-            path = _yaml_path(error["loc"], data)
-            if error["type"] == "union_tag_invalid":
-                path = (*path, "type")
-            line, col = marks.locate(path, key=error["type"] == "extra_forbidden")
-            problems.append(JourneyProblem(filename, line, col, _field_name(path), _message(error)))
-        raise JourneyValidationError(sorted(problems, key=lambda p: (p.line, p.column))) from None
+        problems.extend(_validation_problems(exc, data, marks, filename))
+        raise JourneyValidationError(_sorted(problems)) from None
     for path, message in check_graph(journey):
         line, col = marks.locate(path)
         problems.append(JourneyProblem(filename, line, col, _field_name(path), message))
     if problems:
-        raise JourneyValidationError(sorted(problems, key=lambda p: (p.line, p.column)))
+        raise JourneyValidationError(_sorted(problems))
     return journey
 
 
-def load_journey(path: str | Path) -> JourneyDefinition:
-    """Read and validate one journey file."""
+def parse_campaign(text: str, filename: str = "<string>") -> CampaignDefinition:
+    """Validate campaign YAML text (`kind: campaign`); raise JourneyValidationError if wrong."""
+    data, marks = _compose(
+        text, filename, "a campaign file holds one YAML mapping (kind: campaign, id, name, ...)"
+    )
+    problems = _duplicate_problems(marks, filename)
+    try:
+        campaign = CampaignDefinition.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_validation_problems(exc, data, marks, filename))
+        raise JourneyValidationError(_sorted(problems)) from None
+    if problems:
+        raise JourneyValidationError(_sorted(problems))
+    return campaign
+
+
+def _read(path: str | Path) -> tuple[str, str]:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8"), str(p)
     except OSError as exc:
         raise JourneyValidationError(
             [JourneyProblem(str(p), 1, 1, "", f"cannot read file: {exc.strerror}")]
         ) from None
-    return parse_journey(text, str(p))
+
+
+def load_campaign(path: str | Path) -> CampaignDefinition:
+    """Read and validate one campaign file."""
+    return parse_campaign(*_read(path))
+
+
+def load_journey(path: str | Path) -> JourneyDefinition:
+    """Read and validate one journey file."""
+    return parse_journey(*_read(path))

@@ -3,6 +3,8 @@
 The agent reads three co-partitioned topics keyed by profile id (profile events,
 timer ticks, delivery events), keeps each profile's state in one changelog-backed
 table, and turns the interpreter's effects into records on the output topics.
+Timer ticks are `{"profile_id", "due"}` (the clock) or `{"profile_id", "audience"}` (a
+profile's share of an audience run or a campaign run; see engine/campaigns.py).
 """
 
 from __future__ import annotations
@@ -23,14 +25,17 @@ from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
 from pydantic import ValidationError
 
+from engine.campaigns import AUDIENCE_TICKS, AudienceRuns
 from engine.catalog import JourneyCatalog
 from engine.interpreter import (
     Effects,
     ProcessResult,
+    apply_audience,
     apply_event,
     apply_timers,
     check_event_time,
     delivery_to_event,
+    ends_without_timer,
     new_profile_state,
 )
 from engine.observability import (
@@ -45,6 +50,7 @@ from engine.observability import (
 )
 from engine.registry import DefinitionsFollower
 from engine.timers import TimerIndex
+from schemas.campaign import AudienceTick
 from schemas.deadletter import dead_letter_record
 from schemas.deployment import JourneyDeployment
 from schemas.events import MAX_EVENT_BYTES, ProfileEvent
@@ -151,6 +157,26 @@ class EngineRuntime:
             key_serializer="raw",
             value_serializer="raw",
         )
+        runs_topic = app.topic(  # compacted, one partition: every worker reads all of it
+            settings.topic_campaign_runs,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=1,
+        )
+        self.audience = AudienceRuns(
+            app,
+            settings=settings,
+            catalog=self.catalog,
+            profiles=self.profiles,
+            timers_topic=topics.timers,
+            runs_topic=runs_topic,
+            definitions_ready=self.definitions.ready,
+            owned_partitions=self._owned_partitions,
+            partition_of=self._partition_of,
+            on_run_cancelled=self._run_cancelled,
+        )
         app.agent(self._source_topics, name="journey-engine")(self._agent)
         app.task(self._follow_definitions)
         app.timer(settings.timer_scan_interval_seconds)(self._fire_timers)
@@ -162,10 +188,13 @@ class EngineRuntime:
         was = self.catalog.status(deployment.journey_id)
         self.catalog.apply(deployment)
         if was != "archived" and self.catalog.status(deployment.journey_id) == "archived":
-            self._wake_instances_of(deployment.journey_id)
+            self._wake_instances_of(deployment.journey_id, "journey archived")
 
-    def _wake_instances_of(self, journey_id: str) -> None:
-        """Tick every owned profile with an instance of an archived journey, to end it now."""
+    def _run_cancelled(self, journey_id: str, run_id: str) -> None:
+        self._wake_instances_of(journey_id, f"campaign run {run_id} cancelled")
+
+    def _wake_instances_of(self, journey_id: str, why: str) -> None:
+        """Tick every owned profile with an instance of a journey, so what must end ends now."""
         needle = f'"journey_id":"{journey_id}"'.encode()
         now = time.time()
         woken = 0
@@ -173,9 +202,7 @@ class EngineRuntime:
             if raw is not None and needle in raw:
                 self.timers.schedule(key.decode(), now)
                 woken += 1
-        log.info(
-            "journey archived: ending its live instances", journey_id=journey_id, profiles=woken
-        )
+        log.info(f"{why}: ending its live instances", journey_id=journey_id, profiles=woken)
 
     async def _follow_definitions(self) -> None:
         await self.definitions.run()
@@ -187,6 +214,7 @@ class EngineRuntime:
         # faust's own stream.take_events() is not used: it can drop or repeat a record
         # at a batch boundary.
         await self.definitions.ready.wait()
+        await self.audience.ready.wait()
         manual = cast(Any, stream).noack()  # faust's StreamT stub lacks noack()
         loop = asyncio.get_running_loop()
         async for event in manual.events():
@@ -386,24 +414,44 @@ class EngineRuntime:
         if not key:
             raise BadRecord("timer tick without a key")
         profile_id = key.decode()
+        tick: Any = None
+        if value:
+            try:
+                tick = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise BadRecord("timer tick is not JSON") from None
+        if isinstance(tick, dict) and "audience" in tick:
+            return self._on_audience(profile_id, tick["audience"], now, pending)
         state = self._lookup(profile_id, pending)
         if state is None:
             return None  # no such profile: nothing to fire
         due = state.next_due()
         if due is None:
             return None  # already handled: a tick never fires a step twice
-        archived = any(
-            self.catalog.status(inst.journey_id) == "archived" for inst in state.instances.values()
-        )
-        if due > now and not archived:
+        if due > now and not ends_without_timer(state, self.catalog):
             self.timers.schedule(profile_id, due.timestamp())  # early tick: keep it indexed
             return None
-        if value:
+        if isinstance(tick, dict):
             try:
-                TIMER_LAG.observe(max(0.0, now.timestamp() - float(orjson.loads(value)["due"])))
+                TIMER_LAG.observe(max(0.0, now.timestamp() - float(tick["due"])))
             except (ValueError, KeyError, TypeError):
                 pass
         return apply_timers(state, self.catalog, now)
+
+    def _on_audience(
+        self, profile_id: str, raw: Any, now: datetime, pending: _Pending
+    ) -> ProcessResult:
+        """One profile's share of an audience run: admit it if it qualifies now."""
+        try:
+            tick = AudienceTick.model_validate(raw)
+        except ValidationError as exc:
+            reason = _validation_reason(exc).replace("profile event", "audience tick", 1)
+            raise BadRecord(reason) from None
+        state = self._state_for(profile_id, pending)
+        result = apply_audience(state, tick, self.catalog, now)
+        outcome = "declined" if result.declined is not None else "admitted"
+        AUDIENCE_TICKS.labels(journey_id=tick.journey_id, outcome=outcome).inc()
+        return result
 
     def _on_delivery(
         self, key: bytes | None, value: bytes | None, now: datetime, pending: _Pending
@@ -496,6 +544,7 @@ class EngineRuntime:
                 count += 1
         TIMERS_PENDING.set(len(self.timers))
         self._refresh_instance_gauge(owned)
+        self.audience.on_recovered()
         log.info("timer index rebuilt", timers=count, partitions=sorted(owned))
 
     def _refresh_instance_gauge(self, owned: set[int] | None = None) -> None:

@@ -3,6 +3,13 @@
 This package is the contract other teams build on: extend it, never rename.
 """
 
+from schemas.campaign import (
+    AudienceTick,
+    CampaignDefinition,
+    CampaignRun,
+    RunProgress,
+    TriggerRequest,
+)
 from schemas.common import (
     Duration,
     E164Phone,
@@ -21,12 +28,14 @@ from schemas.journey import (
     MAX_ACTIVITIES,
     MAX_JOURNEY_TIMEOUT,
     Activity,
+    AudienceEntry,
     ConditionActivity,
     EndActivity,
     EntryRule,
     HttpActivity,
     JourneyDefinition,
     JumpActivity,
+    QualificationEntry,
     SplitActivity,
     WaitActivity,
     WaitForEventActivity,
@@ -43,6 +52,7 @@ from schemas.messages import (
     SendRequest,
     SkipReason,
 )
+from schemas.schedule import Schedule
 from schemas.state import EventContext, JourneyHistory, JourneyInstance, ProfileState
 from schemas.steps import ExitReason, JourneyStepEvent
 
@@ -51,6 +61,10 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "MAX_JOURNEY_TIMEOUT",
     "Activity",
+    "AudienceEntry",
+    "AudienceTick",
+    "CampaignDefinition",
+    "CampaignRun",
     "ConditionActivity",
     "DeadLetter",
     "DeliveryError",
@@ -75,12 +89,16 @@ __all__ = [
     "ProfileAttributes",
     "ProfileEvent",
     "ProfileState",
+    "QualificationEntry",
     "RenderedMedia",
     "RenderedParameters",
+    "RunProgress",
+    "Schedule",
     "SendRequest",
     "SkipReason",
     "SplitActivity",
     "StrictModel",
+    "TriggerRequest",
     "WaitActivity",
     "WaitForEventActivity",
     "WhatsAppActivity",

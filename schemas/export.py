@@ -11,6 +11,13 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel
 
+from schemas.campaign import (
+    AudienceTick,
+    CampaignDefinition,
+    CampaignRun,
+    RunProgress,
+    TriggerRequest,
+)
 from schemas.deadletter import DeadLetter
 from schemas.deployment import JourneyDeployment
 from schemas.events import InboundMessage, ProfileEvent
@@ -30,6 +37,11 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "journey-step-event": JourneyStepEvent,
     "inbound-message": InboundMessage,
     "dead-letter": DeadLetter,
+    "campaign-definition": CampaignDefinition,
+    "campaign-run": CampaignRun,
+    "campaign-run-progress": RunProgress,
+    "campaign-trigger": TriggerRequest,
+    "audience-tick": AudienceTick,
 }
 
 JSON_DIR = Path(__file__).parent / "json"

@@ -27,17 +27,74 @@ from schemas.common import (
     StrictModel,
     TimeZoneName,
 )
+from schemas.schedule import Schedule
 
 MAX_ACTIVITIES = 50  # AJO's limit per journey
 MAX_JOURNEY_TIMEOUT = timedelta(days=91)  # AJO's global journey timeout
 _CLOCK_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
-class EntryRule(StrictModel):
-    """How a profile enters: an event of a type, optionally with a CEL condition."""
+class AudienceEntry(StrictModel):
+    """Read the audience: every stored profile the condition holds for, on deploy or on a schedule."""
 
-    event: EventType
+    condition: Expression
+    schedule: Schedule | None = Field(
+        default=None, description="when the audience is read; absent: when the journey is deployed"
+    )
+
+
+class QualificationEntry(StrictModel):
+    """Audience qualification: a profile enters the moment an attribute update makes it match."""
+
+    condition: Expression
+
+
+class EntryRule(StrictModel):
+    """How a profile enters: exactly one of an `event` (with an optional CEL `condition`),
+    an `audience` read, or an audience `qualification`."""
+
+    event: EventType | None = None
     condition: Expression | None = None
+    audience: AudienceEntry | None = None
+    qualification: QualificationEntry | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> EntryRule:
+        given = [
+            name
+            for name in ("event", "audience", "qualification")
+            if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            found = f"got {' and '.join(given)}" if given else "got none"
+            raise ValueError(
+                "an entry takes exactly one of 'event', 'audience' or 'qualification' "
+                f"({found}), for example {{event: cart.abandoned}} or "
+                "{audience: {condition: 'profile.tier == \"gold\"'}}"
+            )
+        if self.condition is not None and self.event is None:
+            raise ValueError(
+                f"'condition' beside {given[0]!r} is not used: put it inside, "
+                f"like {{{given[0]}: {{condition: ...}}}}"
+            )
+        return self
+
+    @property
+    def kind(self) -> Literal["event", "audience", "qualification"]:
+        if self.audience is not None:
+            return "audience"
+        if self.qualification is not None:
+            return "qualification"
+        return "event"
+
+    @property
+    def admission_condition(self) -> str | None:
+        """The CEL condition a profile must meet to enter, whatever the kind of entry."""
+        if self.audience is not None:
+            return self.audience.condition
+        if self.qualification is not None:
+            return self.qualification.condition
+        return self.condition
 
 
 class Reentry(StrictModel):

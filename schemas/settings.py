@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     topic_timers: str = "journey-timers"
     topic_profile_phones: str = "profile-phones"
     topic_http_requests: str = "http-requests"
+    topic_campaign_runs: str = "campaign-runs"
     topic_partitions: int = Field(default=8, ge=1)
 
     # Engine runtime
@@ -90,8 +91,21 @@ class Settings(BaseSettings):
     webhook_port: int = 8080
     webhook_max_body_bytes: int = 1024 * 1024
 
-    # Campaign trigger API
-    campaign_api_token: SecretStr | None = None
+    # Campaigns and audience entry
+    campaign_api_token: SecretStr | None = Field(
+        default=None, description="bearer token of POST /campaigns/{id}/trigger (secret)"
+    )
+    campaign_rate_per_second: float = Field(
+        default=500.0,
+        gt=0,
+        le=20_000,
+        description="profiles per second each worker admits into audience runs",
+    )
+    campaign_catch_up_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="a scheduled run missed (workers down) by less than this still starts",
+    )
 
     # Logging
     log_format: Literal["json", "console"] = "console"

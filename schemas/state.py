@@ -62,6 +62,10 @@ class JourneyHistory(StrictModel):
     last_entered_at: AwareDatetime | None = None
     last_exited_at: AwareDatetime | None = None
     visits: dict[str, int] = Field(default_factory=dict)
+    runs: list[str] = Field(
+        default_factory=list,
+        description="audience and campaign runs the profile was admitted by (the latest 64)",
+    )
 
 
 class ProfileState(StrictModel):

@@ -1,0 +1,171 @@
+"""Connector: sustained sends per second against the sandbox at a 1,000/s cap per number.
+
+SendRequests (each naming its business number in phone_number_id) are written to the
+requests topic while one connector worker runs; the sandbox caps every number at the
+same 1,000/s and answers 130429 above it. One number, then four. The baseline in the
+same run is a bare aiohttp client posting the same messages to an uncapped sandbox:
+the ceiling of HTTP on loopback on this machine, without Kafka or the connector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.common import (
+    PHONE_NUMBER_IDS,
+    ROOT,
+    SANDBOX_TOKEN,
+    BenchError,
+    BenchStack,
+    Broker,
+    OffsetWatch,
+    Process,
+    Sandbox,
+    preload,
+    received_at,
+    send_request,
+    worker,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorConfig:
+    seconds: float = 15.0  # of traffic at the cap, per phase
+    cap: float = 1000.0
+    numbers: tuple[int, ...] = (1, 4)
+    bare_calls: int = 10_000
+    timeout: float = 300.0
+    root: Path = ROOT  # the source tree the connector runs from
+
+
+def sustained_rate(times: list[float], trim: float = 0.05) -> float:
+    """Messages per second between the first and last `trim` share (warm-up, tail)."""
+    if len(times) < 20:
+        return float("nan")
+    ordered = sorted(times)
+    lo, hi = int(len(ordered) * trim), int(len(ordered) * (1 - trim)) - 1
+    span = ordered[hi] - ordered[lo]
+    return (hi - lo) / span if span > 0 else float("nan")
+
+
+async def bare_http(log_dir: Path, calls: int) -> dict[str, Any]:
+    sandbox = Sandbox(log_dir, rate=0, numbers=PHONE_NUMBER_IDS, name="bare-http-sandbox")
+    try:
+        await sandbox.ready()
+        args = [sys.executable, "-m", "bench.bare_http", "--url", sandbox.url]
+        args += ["--calls", str(calls)]
+        for number in PHONE_NUMBER_IDS:
+            args += ["--number", number]
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "WA_SANDBOX_TOKEN": SANDBOX_TOKEN},
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 300)
+        if proc.returncode != 0:
+            raise BenchError(f"bare HTTP client failed: {err.decode()[-2000:]}")
+        result: dict[str, Any] = orjson.loads(out.splitlines()[-1])
+        return result
+    finally:
+        sandbox.stop()
+
+
+async def phase(
+    broker: Broker,
+    stack: BenchStack,
+    sandbox: Sandbox,
+    connector: Process,
+    numbers: int,
+    count: int,
+    label: str,
+    timeout: float,
+) -> dict[str, Any]:
+    settings = stack.settings
+    ids = PHONE_NUMBER_IDS[:numbers]
+    run_id = f"{stack.unique}-{label}"
+    async with OffsetWatch(broker.bootstrap, settings.topic_delivery_events) as outcomes:
+        before = await outcomes.total()
+        cpu_before = connector.cpu_seconds()
+        await preload(
+            broker.bootstrap,
+            settings.topic_whatsapp_requests,
+            (send_request(i, run_id, ids[i % numbers]) for i in range(count)),
+            settings.topic_partitions,
+        )
+        got, waited = await outcomes.wait_for(
+            before + count, timeout=timeout, watch=[connector, sandbox.process]
+        )
+        cpu = connector.cpu_seconds() - cpu_before
+    stats = await sandbox.get("/sandbox/stats")
+    messages = await sandbox.get("/sandbox/messages")
+    await sandbox.reset()
+    times = [received_at(m) for m in messages]
+    per_number = {
+        number: sustained_rate([received_at(m) for m in messages if m["phone_number_id"] == number])
+        for number in ids
+    }
+    rejected = stats.get("rejected_by_code", {})
+    overall = (max(times) - min(times)) if len(times) > 1 else 0.0
+    return {
+        "numbers": numbers,
+        "requests": count,
+        "outcomes": got - before,
+        "accepted": int(stats["accepted"]),
+        "complete": got - before >= count,
+        "seconds": waited,
+        "sustained_per_second": sustained_rate(times),
+        "overall_per_second": len(times) / overall if overall else 0.0,
+        "per_number_per_second": per_number,
+        "cap_per_second": 1000.0 * numbers,
+        "rate_limited_130429": int(rejected.get("130429", 0)),
+        "rejected_by_code": rejected,
+        "connector_cpu_seconds": cpu,
+        "connector_cpu_per_send_ms": cpu / max(1, len(times)) * 1000,
+    }
+
+
+async def run(broker: Broker, cfg: ConnectorConfig, log_dir: Path) -> dict[str, Any]:
+    from engine.topics import ensure_topics
+
+    stack = BenchStack(broker.bootstrap, "connector")
+    settings = stack.settings
+    sandbox: Sandbox | None = None
+    connector: Process | None = None
+    try:
+        baseline = await bare_http(log_dir, cfg.bare_calls)
+        await ensure_topics(settings)
+        sandbox = Sandbox(log_dir, rate=cfg.cap, numbers=PHONE_NUMBER_IDS, name="wa-sandbox")
+        await sandbox.ready()
+        connector = worker(
+            stack,
+            log_dir,
+            role="whatsapp",
+            name="connector-worker",
+            root=cfg.root,
+            extra_env={"WHATSAPP_RATE_PER_SECOND": str(int(cfg.cap)), **sandbox.worker_env},
+        )
+        # Warm up: group join and the HTTP pool, below the cap.
+        await phase(broker, stack, sandbox, connector, 1, 200, "warmup", 120)
+        phases = []
+        for numbers in cfg.numbers:
+            count = int(cfg.cap * numbers * cfg.seconds)
+            phases.append(
+                await phase(
+                    broker, stack, sandbox, connector, numbers, count, f"n{numbers}", cfg.timeout
+                )
+            )
+        return {"bare_http": baseline, "phases": phases, "cap_per_number": cfg.cap}
+    finally:
+        if connector is not None:
+            connector.stop()
+        if sandbox is not None:
+            sandbox.stop()
+        await stack.delete_topics()

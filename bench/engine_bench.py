@@ -1,0 +1,306 @@
+"""Engine throughput: profile events per second through one worker, beside a bare client.
+
+The events are written to the topic first; then a bare aiokafka loop (consume, orjson
+parse, produce one record, commit) and the engine worker each read all of them. The
+engine runs a realistic journey to its end: entry condition, a 1 s wait (a durable timer
+and its tick), a condition on the profile, a WhatsApp step (a SendRequest), end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.common import (
+    ROOT,
+    BenchError,
+    BenchStack,
+    Broker,
+    OffsetWatch,
+    Process,
+    deploy,
+    edge_timestamps,
+    median,
+    now_iso,
+    preload,
+    profile_event,
+    read_topic,
+    worker,
+)
+
+JOURNEY = """
+id: bench-cart
+name: Benchmark cart recovery
+entry:
+  event: cart.abandoned
+  condition: 'event.data.cart_total > 20'
+reentry: {mode: never}
+exit_on: [{event: order.placed}]
+timeout: 30d
+frequency_cap: {channel: whatsapp, max: 2, per: 1d}
+start: wait
+activities:
+  wait: {type: wait, duration: WAIT, next: pick-language}
+  pick-language:
+    type: condition
+    branches:
+      - {when: 'profile.language == "es"', next: send-es}
+    else: send-en
+  send-es:
+    type: whatsapp
+    template: cart_reminder
+    language: es
+    parameters: {body: ['profile.first_name', 'string(event.data.cart_total)']}
+    next: done
+  send-en:
+    type: whatsapp
+    template: cart_reminder
+    language: en
+    parameters: {body: ['profile.first_name', 'string(event.data.cart_total)']}
+    next: done
+  done: {type: end}
+"""
+
+
+def journey(wait: str) -> str:
+    return JOURNEY.replace("WAIT", wait)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    profiles: int = 100_000
+    wait: str = "1s"
+    runs: int = 1
+    timeout: float = 900.0
+    profiler: str | None = None  # "py-spy" to record the worker while it runs
+    root: Path = ROOT  # the source tree the worker runs from
+    compare_root: Path | None = None  # another source tree, run beside this one
+
+
+async def bare_client(
+    broker: Broker, source: str, target: str, group: str, count: int, timeout: float
+) -> dict[str, Any]:
+    args = [
+        sys.executable,
+        "-m",
+        "bench.bare_client",
+        "--bootstrap",
+        broker.bootstrap,
+        "--source",
+        source,
+        "--target",
+        target,
+        "--group",
+        group,
+        "--count",
+        str(count),
+        "--timeout",
+        str(timeout),
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout + 30)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise BenchError("the bare client did not finish in time") from None
+    if proc.returncode != 0:
+        raise BenchError(f"bare client failed: {err.decode()[-2000:]}")
+    result: dict[str, Any] = orjson.loads(out.splitlines()[-1])
+    if result["records"] < count:
+        raise BenchError(f"bare client read {result['records']} of {count} records")
+    return result
+
+
+def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        raise BenchError("py-spy is not installed: .venv/bin/pip install py-spy")
+    args = [str(spy), "record", "--pid", str(pid), "--rate", "100", "--format", "raw"]
+    args += ["--native", "--output", str(out)]
+    return subprocess.Popen(  # noqa: S603 (py-spy from the virtualenv)
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def stop_profiler(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def engine_run(
+    broker: Broker,
+    base: BenchStack,
+    cfg: EngineConfig,
+    log_dir: Path,
+    run_no: int,
+    profile_out: Path | None,
+    root: Path = ROOT,
+    label: str = "",
+) -> dict[str, Any]:
+    """One worker over the preloaded events, to the last SendRequest."""
+    stack = BenchStack(
+        broker.bootstrap,
+        f"engine{label}-r{run_no}",
+        extra={"TOPIC_PROFILE_EVENTS": base.env["TOPIC_PROFILE_EVENTS"]},
+    )
+    settings = stack.settings
+    process: Process | None = None
+    spy: subprocess.Popen[bytes] | None = None
+    try:
+        await deploy(stack, journey(cfg.wait), root=root)
+        started = time.monotonic()
+        process = worker(stack, log_dir, name=f"engine{label}-worker-r{run_no}", root=root)
+        async with (
+            OffsetWatch(broker.bootstrap, settings.topic_journey_steps) as steps,
+            OffsetWatch(broker.bootstrap, settings.topic_whatsapp_requests) as sends,
+        ):
+            # Wait for the first output (startup: group join, table recovery, definitions).
+            got, _ = await steps.wait_for(1, timeout=180, watch=[process], interval=0.2)
+            if got < 1:
+                raise BenchError(f"the worker produced nothing:\n{process.log_tail(3000)}")
+            first_output = time.monotonic() - started
+            cpu_at_start = process.cpu_seconds()
+            if profile_out is not None:
+                spy = start_profiler(process.pid, profile_out)
+            count, _ = await sends.wait_for(
+                cfg.profiles, timeout=cfg.timeout, watch=[process], interval=0.5
+            )
+        cpu = process.cpu_seconds() - cpu_at_start
+        rss = process.rss_bytes()
+        if spy is not None:
+            stop_profiler(spy)
+            spy = None
+        if count < cfg.profiles:
+            raise BenchError(f"engine produced {count} of {cfg.profiles} send requests in time")
+        process.stop()
+        first_step = await edge_timestamps(broker.bootstrap, settings.topic_journey_steps)
+        last_send = await edge_timestamps(broker.bootstrap, settings.topic_whatsapp_requests)
+        assert first_step is not None and last_send is not None
+        seconds = (last_send[1] - first_step[0]) / 1000
+        entered = await read_topic(
+            broker.bootstrap,
+            settings.topic_journey_steps,
+            keep=lambda _, v: v is not None and b'"kind":"entered"' in v,
+        )
+        entry_seconds = (max(r.timestamp_ms for r in entered) - first_step[0]) / 1000
+        return {
+            "events": cfg.profiles,
+            "seconds": seconds,
+            "per_second": cfg.profiles / seconds,
+            "entry_seconds": entry_seconds,
+            "entry_per_second": len(entered) / entry_seconds if entry_seconds else 0.0,
+            "startup_seconds": first_output,
+            "cpu_seconds": cpu,
+            "cpu_per_event_ms": cpu / cfg.profiles * 1000,
+            "rss_mib": rss / 2**20,
+        }
+    finally:
+        if spy is not None:
+            stop_profiler(spy)
+        if process is not None:
+            process.stop()
+        await stack.delete_topics()
+
+
+async def run(broker: Broker, cfg: EngineConfig, log_dir: Path) -> dict[str, Any]:
+    base = BenchStack(broker.bootstrap, "engine")
+    settings = base.settings
+    try:
+        from engine.topics import ensure_topics
+
+        await ensure_topics(settings)
+        stamp = now_iso()
+        run_id = base.unique
+        t0 = time.monotonic()
+        await preload(
+            broker.bootstrap,
+            settings.topic_profile_events,
+            (profile_event(i, run_id, occurred_at=stamp) for i in range(cfg.profiles)),
+            settings.topic_partitions,
+        )
+        preload_seconds = time.monotonic() - t0
+        baselines: list[dict[str, Any]] = []
+        engines: list[dict[str, Any]] = []
+        compared: list[dict[str, Any]] = []
+        for run_no in range(cfg.runs):
+            # Baseline and engine alternate, so both see the same machine load.
+            baselines.append(
+                await bare_client(
+                    broker,
+                    settings.topic_profile_events,
+                    f"bare-out-{base.suffix}-{run_no}",
+                    f"bare-{base.suffix}-{run_no}",
+                    cfg.profiles,
+                    cfg.timeout,
+                )
+            )
+            engines.append(
+                await engine_run(broker, base, cfg, log_dir, run_no, None, root=cfg.root)
+            )
+            if cfg.compare_root is not None:
+                compared.append(
+                    await engine_run(
+                        broker, base, cfg, log_dir, run_no, None, cfg.compare_root, "-cmp"
+                    )
+                )
+        profiled = None
+        if cfg.profiler == "py-spy":
+            # A run of its own: the sampler slows the worker, so it is never a measured run.
+            profiled = await engine_run(
+                broker,
+                base,
+                cfg,
+                log_dir,
+                cfg.runs,
+                log_dir / "engine-py-spy.txt",
+                root=cfg.root,
+                label="-prof",
+            )
+        baseline_rate = median([b["per_second"] for b in baselines])
+        engine_rate = median([e["per_second"] for e in engines])
+        ratios = [
+            e["per_second"] / b["per_second"] for e, b in zip(engines, baselines, strict=True)
+        ]
+        return {
+            "profiles": cfg.profiles,
+            "wait": cfg.wait,
+            "runs": cfg.runs,
+            "preload_seconds": preload_seconds,
+            "baseline": baselines,
+            "engine": engines,
+            "baseline_per_second": baseline_rate,
+            "engine_per_second": engine_rate,
+            "entry_per_second": median([e["entry_per_second"] for e in engines]),
+            "ratio": median(ratios),
+            "cpu_per_event_ms": median([e["cpu_per_event_ms"] for e in engines]),
+            "profile": str(log_dir / "engine-py-spy.txt") if profiled else None,
+            "profiled_run": profiled,
+            "root": str(cfg.root),
+            "compare_root": str(cfg.compare_root) if cfg.compare_root else None,
+            "compare": compared,
+            "compare_per_second": median([c["per_second"] for c in compared]) if compared else None,
+            "compare_entry_per_second": median([c["entry_per_second"] for c in compared])
+            if compared
+            else None,
+            "compare_cpu_per_event_ms": median([c["cpu_per_event_ms"] for c in compared])
+            if compared
+            else None,
+        }
+    finally:
+        await base.delete_topics()
