@@ -337,8 +337,8 @@ def render(plan: Plan, machine: dict[str, Any], broker: Broker, started: datetim
     ]
     if shared:
         lines += [
-            f"**The machine was shared** during this run: {', '.join(shared)} were running "
-            f"(load average {machine['loadavg'][0]:.1f} at the start, "
+            f"**The machine was shared** during this run (running: {', '.join(shared)}; "
+            f"load average {machine['loadavg'][0]:.1f} at the start, "
             f"{machine.get('loadavg_end', (0.0,))[0]:.1f} at the end). Every figure is "
             "measured beside its baseline in the same run, so compare ratios rather than "
             "absolute numbers across runs.",
@@ -486,8 +486,9 @@ def _timers_section(t: dict[str, Any] | None) -> list[str]:
     if s:
         out += [
             f"{s['instances']:,} instances waiting 1 d (journey of section 1 with `wait: 1d`), "
-            "loaded by one worker from events written beforehand. Store: the default "
-            "`memory://` table, whose value per profile is what the changelog holds.",
+            "loaded by one worker from events written beforehand. Store: "
+            f"`{s.get('store', 'memory://')}` (`STORE`); the table value per profile is what "
+            "the changelog holds.",
             "",
             "| measure | value | per instance |",
             "| --- | --- | --- |",
@@ -504,7 +505,8 @@ def _timers_section(t: dict[str, Any] | None) -> list[str]:
             "| restart | seconds to process a new event |",
             "| --- | --- |",
             f"| first worker, empty table (baseline) | {s['start_empty_seconds']:.1f} |",
-            f"| new worker after a clean stop, restoring {s['instances']:,} profiles | "
+            f"| worker restarted after a clean stop (same data dir), {s['instances']:,} "
+            "profiles in the table | "
             f"{s['restore_seconds']:.1f} |",
             "",
             "A worker killed with SIGKILL is noticed only when its session expires "
@@ -515,8 +517,9 @@ def _timers_section(t: dict[str, Any] | None) -> list[str]:
     if lag:
         out += [
             f"Firing lag: {lag['fired']:,} instances waiting {lag['wait']}, entered at "
-            f"{_num(lag['offered_per_second'])} events/s (half the engine's measured rate, "
-            "so the worker is not behind); lag is the wait step's record timestamp minus "
+            f"{_num(lag['offered_per_second'])} events/s (half the engine's measured rate "
+            "when the engine benchmark ran, else 300/s, so the worker is not behind); lag is "
+            "the wait step's record timestamp minus "
             "the `due` carried by the timer tick. Floor: the timer scan interval "
             f"({lag['scan_interval_seconds']} s).",
             "",

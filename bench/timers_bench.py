@@ -109,7 +109,14 @@ async def state_size(broker: Broker, cfg: TimersConfig, log_dir: Path) -> dict[s
         sample = orjson.loads(values[0].value) if values and values[0].value else None
 
         started = time.monotonic()
-        second = worker(stack, log_dir, name="timers-worker-2", root=cfg.root)
+        # The same data dir: a restart on the same host (a RocksDB store keeps its files).
+        second = worker(
+            stack,
+            log_dir,
+            name="timers-worker-2",
+            root=cfg.root,
+            extra_env={"DATA_DIR": str(log_dir / "timers-worker-1-data")},
+        )
         processes.append(second)
         restore = await _probe_seconds(broker, settings, second, started, f"{run_id}-probe")
         rss_restored = second.rss_bytes()
@@ -130,6 +137,7 @@ async def state_size(broker: Broker, cfg: TimersConfig, log_dir: Path) -> dict[s
             "start_empty_seconds": empty_start,
             "restore_seconds": restore,
             "sample_value": sample,
+            "store": settings.store,
         }
     finally:
         for process in processes:

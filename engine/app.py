@@ -136,4 +136,7 @@ def run_worker(
     asyncio.run(ensure_topics(settings))
     app = create_app(settings, roles, web=web)
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False)
+    # faust keeps a terminal spinner at levels >= WARNING and sets the root logger to DEBUG
+    # for it, so every aiokafka/faust logger.debug() call would build a LogRecord.
+    worker.spinner = None
     worker.execute_from_commandline()
