@@ -53,11 +53,12 @@ def mask_sensitive(
 class _MaskingFilter(logging.Filter):
     # Libraries (faust, aiokafka) log through stdlib logging; mask their lines too.
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = mask_phone(record.msg)
-        if record.args:
-            args = record.args if isinstance(record.args, tuple) else (record.args,)
-            record.args = tuple(mask_phone(a) if isinstance(a, str) else a for a in args)
+        # Format first: aiokafka logs whole records (as bytes) through the arguments.
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed format string: the handler reports it
+            return True
+        record.msg, record.args = mask_phone(message), None
         return True
 
 

@@ -138,9 +138,19 @@ TimeZoneName = Annotated[
 # --- CEL expressions ---------------------------------------------------------------
 
 
+MAX_EXPRESSION_CHARS = (
+    4096  # the binding evaluates on the thread's stack: ~13,000 operators overflow it
+)
+
+
 @lru_cache(maxsize=4096)
 def compile_expression(source: str) -> Any:
     """Compile a CEL expression once per distinct source text; raise ValueError on syntax errors."""
+    if len(source) > MAX_EXPRESSION_CHARS:
+        raise ValueError(
+            f"CEL expression of {len(source)} characters; the limit is {MAX_EXPRESSION_CHARS}: "
+            "split it across condition branches"
+        )
     try:
         return cel.compile(source)
     except Exception as exc:  # the binding raises ValueError today; be robust to others
