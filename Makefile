@@ -12,12 +12,13 @@ TEST_KAFKA_PORT ?= 19092
 TEST_KAFKA_CONTROLLER_PORT ?= 19093
 PYTEST_ARGS ?=
 
-.PHONY: help install lint format test unit run demo bench kafka-up kafka-down schemas clean
+.PHONY: help install lint format test unit reliability run demo bench kafka-up kafka-down schemas clean
 
 help:
 	@echo "make run    - start local Kafka, sandbox, webhook and worker; run the demo journeys"
 	@echo "make test   - install, lint, type-check, start a test broker, run the whole suite"
 	@echo "make lint   - ruff check, ruff format --check, mypy"
+	@echo "make reliability - crash, load and security suite (issue #7; known failures listed in docs/RELIABILITY.md)"
 	@echo "make bench  - benchmarks on the real local broker; writes docs/BENCHMARKS.md"
 	@echo "make kafka-up / kafka-down - the local single-node Kafka on 127.0.0.1:9092"
 
@@ -59,6 +60,10 @@ test: lint
 	$(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
 	if [ $$started = 1 ]; then KAFKA_PORT=$(TEST_KAFKA_PORT) KAFKA_WIPE=1 deploy/kafka/stop; fi; \
 	exit $$status
+
+# Crash, load and security tests of issue #7 (about 6 minutes); some targets still fail.
+reliability:
+	@RUN_RELIABILITY=1 $(MAKE) --no-print-directory test PYTEST_ARGS="tests/reliability $(PYTEST_ARGS)"
 
 kafka-up:
 	@deploy/kafka/start
