@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     whatsapp_max_in_flight: int = Field(default=64, ge=1)
     whatsapp_timeout_seconds: float = Field(default=10.0, gt=0)
     whatsapp_max_retries: int = Field(default=6, ge=0)
+    whatsapp_in_doubt_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="after a crash, how long to look for Meta's status of a call in doubt",
+    )
     whatsapp_opt_out_words: str = "STOP,UNSUBSCRIBE,BAJA,CANCELAR,PARAR"
     whatsapp_opt_in_words: str = "START,ALTA,SUBSCRIBE"
     whatsapp_help_words: str = "HELP,AYUDA"

@@ -6,26 +6,32 @@ How one request is committed (crash-sensitive; read before changing the order):
 
   Step 1. Look the message id up in the `whatsapp-accepted` table (message id -> wamid,
           changelog-backed). Found: the message was accepted before; re-emit the same
-          `accepted` DeliveryEvent and never call the API again.
+          `accepted` DeliveryEvent and never call the API again. Found a "sending"
+          marker instead: a crash hid the outcome of a call (see step 0).
   Step 2. Policy (connectors.whatsapp.policy): skipped -> a `skipped` DeliveryEvent.
-  Step 3. Call the API inside the pacing limits; retry retriable answers with capped
-          exponential backoff and jitter, up to WHATSAPP_MAX_RETRIES.
-  Step 4. Accepted: write the table entry and wait until the broker has the changelog
-          record, right after Meta's answer and before anything else.
+  Step 3. Store a "sending" marker for the message id and wait until the broker has it;
+          then call the API inside the pacing limits; retry retriable answers with
+          capped exponential backoff and jitter, up to WHATSAPP_MAX_RETRIES.
+  Step 4. Accepted: replace the marker with the wamid and wait until the broker has the
+          changelog record, right after Meta's answer and before anything else. Failed:
+          drop the marker (a failed request is evaluated again if it comes back).
   Step 5. Emit the final DeliveryEvent (accepted, failed or skipped) keyed by profile id.
   Step 6. After the whole batch: wait until the broker has every DeliveryEvent, then ack
           the batch's offsets; faust commits acked offsets every commit interval.
 
+  Step 0, before steps 1-6 of a batch: requests whose message id has a "sending" marker
+          (the worker died between step 3 and step 4) are looked up in Meta's status
+          webhooks on delivery-events (connectors.whatsapp.indoubt). A status with a wamid
+          means Meta took the message: it is stored as accepted and step 1 re-emits it.
+          No status within WHATSAPP_IN_DOUBT_SECONDS of the marker: the call never
+          reached Meta, and the request goes through steps 2-6 again.
+
 A crash after step 4 costs nothing: the request comes back (its offset was not committed),
 step 1 finds it and re-emits `accepted` (DeliveryEvent consumers dedupe by message id and
-status). The one remaining window is from the moment the request leaves for Meta to the
-changelog ack of step 4: a crash inside it sends that message again after the restart.
-Only calls in flight at the instant of the crash are exposed, so at most
-WHATSAPP_MAX_IN_FLIGHT messages, in practice rate x (Meta's round trip + a few ms).
-Closing it completely would need an idempotency key on Meta's side, which the Cloud API
-does not offer; a "sending" marker written before the call would only turn a possible
-duplicate into a possible loss. Failed and skipped outcomes are not remembered: a
-re-delivered request is evaluated again, which calls Meta again only for failures.
+status). A crash between steps 3 and 4 costs a wait of up to WHATSAPP_IN_DOUBT_SECONDS for
+the messages in flight, not a second message. What remains is a message Meta took whose
+first status webhook reaches delivery-events more than WHATSAPP_IN_DOUBT_SECONDS after its
+marker: it is sent twice. The Cloud API has no idempotency key to close that completely.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -47,6 +53,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from connectors.whatsapp.client import CloudApiClient, SendOutcome
+from connectors.whatsapp.indoubt import Evidence, find_statuses
 from connectors.whatsapp.pacing import Pacer
 from connectors.whatsapp.policy import check_send, mask_phone
 from schemas.deadletter import dead_letter_record
@@ -87,6 +94,13 @@ OUTCOMES = Counter(
     "Final outcomes of send requests (accepted, failed, skipped, duplicate)",
     ["status"],
 )
+IN_DOUBT = Counter(
+    "whatsapp_connector_in_doubt_total",
+    "Requests found with a sending marker after a crash, by what the status webhooks showed",
+    ["resolution"],
+)
+
+StatusFinder = Callable[[Mapping[str, datetime], float], Awaitable[dict[str, Evidence]]]
 
 
 def utcnow() -> datetime:
@@ -180,6 +194,7 @@ class WhatsAppConnector:
         batch_size: int | None = None,
         batch_within: float = 0.05,
         clock: Callable[[], datetime] = utcnow,
+        status_finder: StatusFinder | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -200,6 +215,7 @@ class WhatsAppConnector:
         )
         self.batch_within = batch_within
         self.clock = clock
+        self.status_finder = status_finder or self._find_statuses
         self.accepted = app.Table(
             ACCEPTED_TABLE,
             key_type=bytes,
@@ -209,19 +225,64 @@ class WhatsAppConnector:
                 "cleanup.policy": "compact,delete",
                 "retention.ms": str(ACCEPTED_RETENTION_MS),
             },
-            help="WhatsApp message id -> wamid of every message Meta accepted",
+            help="WhatsApp message id -> wamid of every message Meta accepted, or a marker "
+            "of a call under way",
         )
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
+        self._batch: list[faust.EventT[Any]] = []
+        self._flush_lock = asyncio.Lock()
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
 
     # -- the agent
 
     async def process(self, stream: faust.Stream[Any]) -> None:
-        async for events in stream.take_events(self.batch_size, within=self.batch_within):
+        # Acks are ours, after the batch is done (step 6). faust's stream.take_events() is
+        # not used: it acks a batch even when handling it raised (its generator's finally),
+        # so a Kafka error in the middle of a batch would lose the rest of it.
+        manual = cast(Any, stream).noack()  # faust's Stream stub lacks noack()
+        loop = asyncio.get_running_loop()
+        async for event in manual.events():
+            self._batch.append(event)
+            if len(self._batch) >= self.batch_size:
+                await self._flush(manual)
+            elif self._flush_timer is None:
+                self._flush_timer = loop.call_later(
+                    self.batch_within, lambda: self._background(self._flush(manual))
+                )
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush(self, stream: Any) -> None:
+        """Handle the records taken so far, then ack them; one batch at a time, in order."""
+        async with self._flush_lock:
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+                self._flush_timer = None
+            batch, self._batch = self._batch, []
+            if not batch:
+                return
             self._idle.clear()
             try:
-                await self.handle_batch(events)
+                attempt = 0
+                while True:
+                    try:
+                        await self.handle_batch(batch)
+                        break
+                    except Exception:
+                        # Kafka (or the status lookup) failed; requests' own errors were
+                        # dead-lettered. The same batch again: the table makes that safe.
+                        delay = min(30.0, 0.5 * 2**attempt)
+                        log.exception("whatsapp.batch_failed", attempt=attempt, retry_in=delay)
+                        await asyncio.sleep(delay)
+                        attempt += 1
+                for event in batch:
+                    await stream.ack(event)
             finally:
                 self._idle.set()
 
@@ -233,6 +294,7 @@ class WhatsAppConnector:
             item = await self._parse(event, pending)
             if item is not None:
                 groups.setdefault(item.request.message_id, []).append(item)
+        await self._settle_in_doubt(groups)
         # The same message id twice in one batch: handle the copies one after the other,
         # so the second finds the first in the table instead of calling Meta again.
         results = await asyncio.gather(
@@ -249,6 +311,42 @@ class WhatsAppConnector:
             size=len(events),
             seconds=round(time.monotonic() - started, 3),
             **counts,
+        )
+
+    async def _settle_in_doubt(self, groups: Mapping[str, list[_Item]]) -> None:
+        """Step 0: for markers a crash left, store what Meta's status webhooks show."""
+        markers: dict[str, datetime] = {}
+        partitions: dict[str, int] = {}
+        for message_id, items in groups.items():
+            marker = _marker(self.accepted.get(message_id.encode()))
+            if marker is not None:
+                markers[message_id] = marker
+                partitions[message_id] = items[0].origin.partition
+        if not markers:
+            return
+        log.warning("whatsapp.in_doubt", messages=len(markers))
+        found = await self.status_finder(markers, self.settings.whatsapp_in_doubt_seconds)
+        writes = []
+        for message_id, evidence in found.items():
+            key = message_id.encode()
+            stored = orjson.dumps(
+                {
+                    "wamid": evidence.wamid,
+                    "at": evidence.occurred_at or self.clock().isoformat(),
+                    "by": evidence.status,
+                }
+            )
+            self.accepted.data[key] = stored
+            writes.append(self.accepted.send_changelog(partitions[message_id], key, stored))
+        await asyncio.gather(*writes)
+        IN_DOUBT.labels(resolution="taken_by_meta").inc(len(found))
+        IN_DOUBT.labels(resolution="sent_again").inc(len(markers) - len(found))
+
+    async def _find_statuses(
+        self, markers: Mapping[str, datetime], grace_seconds: float
+    ) -> dict[str, Evidence]:
+        return await find_statuses(
+            self.settings, self.delivery_topic.get_topic_name(), markers, grace_seconds
         )
 
     async def _parse(self, event: faust.EventT[Any], pending: list[Awaitable[Any]]) -> _Item | None:
@@ -322,8 +420,8 @@ class WhatsAppConnector:
         table_key = request.message_id.encode()
         # Step 1: accepted before (before a crash, or an earlier copy of this request).
         stored = self.accepted.get(table_key)
-        if stored is not None:
-            seen = orjson.loads(stored)
+        seen = orjson.loads(stored) if stored is not None else None
+        if isinstance(seen, dict) and "wamid" in seen:
             event = delivery_event(
                 request,
                 DeliveryStatus.ACCEPTED,
@@ -356,7 +454,10 @@ class WhatsAppConnector:
             OUTCOMES.labels(status="skipped").inc()
             return "skipped"
 
-        # Step 3: call, with retries.
+        # Step 3: the marker, on the broker before the call; then the call, with retries.
+        marker = orjson.dumps({"sending_at": self.clock().isoformat()})
+        self.accepted.data[table_key] = marker
+        await self.accepted.send_changelog(partition, table_key, marker)
         outcome = await self.send_with_retries(request)
         now = self.clock()
         if outcome.accepted:
@@ -370,6 +471,9 @@ class WhatsAppConnector:
             )
             status = "accepted"
         else:
+            # Meta refused it (or never answered): no marker, so a copy is evaluated again.
+            self.accepted.data.pop(table_key, None)
+            pending.append(self.accepted.send_changelog(partition, table_key, None))
             event = delivery_event(
                 request, DeliveryStatus.FAILED, occurred_at=now, error=failed_error(outcome)
             )
@@ -423,6 +527,16 @@ class WhatsAppConnector:
         except TimeoutError:
             log.warning("whatsapp.close_with_batch_in_progress")
         await self.client.aclose()
+
+
+def _marker(stored: bytes | None) -> datetime | None:
+    """When the call of a "sending" marker was about to be made; None for anything else."""
+    if stored is None:
+        return None
+    seen = orjson.loads(stored)
+    if isinstance(seen, dict) and "wamid" not in seen and "sending_at" in seen:
+        return datetime.fromisoformat(seen["sending_at"])
+    return None
 
 
 def _first_error(exc: ValidationError) -> str:

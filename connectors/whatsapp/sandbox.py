@@ -310,6 +310,13 @@ class SandboxConfig(BaseModel):
     reengagement_error: Literal["webhook", "sync"] = "webhook"
     window_seconds: float = Field(default=24 * 3600, gt=0)
     webhook_retries: int = Field(default=3, ge=0)
+    # Meta takes the message (it is sent, its status webhooks go out) but answers the call
+    # this much later: the "Meta took it, the answer was lost" case, when the client gives
+    # up or dies first.
+    answer_delay: float = Field(default=0.0, ge=0)
+    # Meta opens a bounded number of connections to an endpoint; so does the sandbox (and
+    # httpx's pool slows down quadratically with thousands of queued requests).
+    webhook_concurrency: int = Field(default=16, ge=1)
     webhook_backoff: float = Field(default=0.1, ge=0)
     webhook_timeout: float = Field(default=5.0, gt=0)
     # Wall clock for timestamps and the 24-hour window; tests pass a controllable one.
@@ -505,6 +512,7 @@ class SandboxState:
         self.clock_offset = 0.0
         self.tasks: set[asyncio.Task[None]] = set()
         self.http: httpx.AsyncClient | None = None
+        self.webhook_slots = asyncio.Semaphore(config.webhook_concurrency)
         self._sequence = 0
         self._unreachable = config.unreachable_ids
 
@@ -631,7 +639,8 @@ class SandboxState:
         reason = ""
         for attempt in range(attempts):
             try:
-                response = await self.http.post(url, content=body, headers=headers)
+                async with self.webhook_slots:
+                    response = await self.http.post(url, content=body, headers=headers)
             except httpx.HTTPError as exc:
                 reason = type(exc).__name__
             else:
@@ -1056,9 +1065,12 @@ async def handle_send(request: web.Request) -> web.Response:
             raise ApiError(100, "Request body is not valid JSON") from None
         if not isinstance(payload, dict):
             raise ApiError(100, "Request body must be a JSON object")
-        return _accept(state, phone_number_id, payload)
+        response = _accept(state, phone_number_id, payload)
     except ApiError as exc:
         return _error_response(state, exc)
+    if state.config.answer_delay > 0:
+        await asyncio.sleep(state.config.answer_delay)
+    return response
 
 
 def _accept(state: SandboxState, phone_number_id: str, payload: dict[str, Any]) -> web.Response:

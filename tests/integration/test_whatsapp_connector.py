@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ import httpx
 import orjson
 import pytest
 
+from connectors.whatsapp.indoubt import find_statuses
 from connectors.whatsapp.pacing import default_burst
 from connectors.whatsapp.signature import sign
 from schemas.messages import SendRequest
@@ -532,30 +534,51 @@ async def test_a_burst_is_paced_to_the_cap_without_rate_errors(
     assert seconds <= ideal * 3, f"far slower than the cap: {seconds:.3f} s for ideal {ideal:.3f} s"
 
 
-@pytest.mark.slow
-async def test_kill_9_mid_burst_sends_every_message_and_counts_duplicates(
+async def kill_mid_burst(
+    *,
+    webhooks: bool,
+    in_doubt_seconds: float,
+    count: int = 2000,
+    kill_at: int = 1137,
+    answer_delay: float = 0.0,
     wa_settings: SettingsFactory,
     start_sandbox: Start,
+    start_receiver: Start,
     start_worker: StartWorker,
     read_topic: ReadTopic,
     create_topics: CreateTopics,
     produce: Produce,
-) -> None:
-    count, rate, in_flight = 2000, 500.0, 64
-    sandbox = await start_sandbox(rate_per_second=rate, burst=int(rate / 4), webhook_url=None)
+) -> tuple[Counter[str], set[str], int, str]:
+    """`count` requests at 500/s, the worker killed after `kill_at` sends and started again.
+
+    Returns (sends per message id, expected ids, sends at the kill, the new worker's log)."""
+    rate = 500.0
+    settings = wa_settings(whatsapp_rate_per_second=rate)
+    await create_topics(settings)
+    # Written and read back before the receiver starts: the topic is there for its reader.
+    await produce(settings, settings.topic_profile_phones, [(ANA.encode(), b'{"profile_id": "a"}')])
+    webhook_url = (await start_receiver(settings)).webhook_url if webhooks else None
+    sandbox = await start_sandbox(
+        rate_per_second=rate,
+        burst=int(rate / 4),
+        webhook_url=webhook_url,
+        answer_delay=answer_delay,
+    )
     settings = wa_settings(
         whatsapp_rate_per_second=rate,
-        whatsapp_max_in_flight=in_flight,
+        whatsapp_max_in_flight=64,
         whatsapp_api_url=sandbox.url,
+        whatsapp_in_doubt_seconds=in_doubt_seconds,
     )
-    await create_topics(settings)
     requests = [send_request(f"kill:{i}", f"p-{i % 997}", f"+346002{i:05d}") for i in range(count)]
     await produce(settings, settings.topic_whatsapp_requests, [record(r) for r in requests])
     deliveries = await read_topic(settings, settings.topic_delivery_events)
 
     first = start_worker(settings)
     deadline = time.monotonic() + 60
-    while len(sandbox.state.messages) < count // 2 and time.monotonic() < deadline:
+    # Inside a batch of 500 (1,137: the third), not at a batch boundary: calls are in flight
+    # and the rest of the batch has its "sending" markers on the broker.
+    while len(sandbox.state.messages) < kill_at and time.monotonic() < deadline:
         assert first.process.poll() is None, first.log()
         await asyncio.sleep(0.005)
     first.kill()
@@ -564,22 +587,165 @@ async def test_kill_9_mid_burst_sends_every_message_and_counts_duplicates(
 
     second = start_worker(settings)
     expected = {r.message_id for r in requests}
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 90 + in_doubt_seconds
     while not expected <= set(sandbox.message_ids()) and time.monotonic() < deadline:
         assert second.process.poll() is None, second.log()
         await asyncio.sleep(0.05)
-    await deliveries.until(
-        lambda v: expected <= {e["message_id"] for e in v if e["status"] == "accepted"}, seconds=60
-    )
+    deadline = time.monotonic() + 60
+    while True:
+        accepted = {e["message_id"] for e in deliveries.values() if e["status"] == "accepted"}
+        if expected <= accepted:
+            break
+        assert time.monotonic() < deadline, (
+            f"{len(expected - accepted)} never accepted, e.g. {sorted(expected - accepted)[:5]}\n"
+            f"{second.log(80)}"
+        )
+        await deliveries.poll()
     await asyncio.sleep(1.0)  # anything still coming from the restarted worker
-
     sent = Counter(sandbox.message_ids())
-    duplicates = sum(n - 1 for n in sent.values())
-    twice = sorted(mid for mid, n in sent.items() if n > 1)
-    print(
-        f"kill -9 after {at_kill} of {count} sends: {len(sent)} distinct message ids, "
-        f"{duplicates} duplicate sends {twice[:10]}"
+    # Every accepted event names the wamid the sandbox gave that message, never another.
+    wamids = {
+        m.wamid: orjson.loads(m.biz_opaque_callback_data or "{}").get("message_id")
+        for m in sandbox.state.messages
+    }
+    for event in deliveries.values():
+        if event["status"] == "accepted":
+            assert wamids.get(event["wamid"]) == event["message_id"], event
+    log = second.log(100_000)
+    assert "whatsapp.in_doubt" in log, log
+    return sent, expected, at_kill, log
+
+
+@pytest.mark.slow
+async def test_kill_9_mid_burst_sends_every_message_once_with_status_webhooks(
+    wa_settings: SettingsFactory,
+    start_sandbox: Start,
+    start_receiver: Start,
+    start_worker: StartWorker,
+    read_topic: ReadTopic,
+    create_topics: CreateTopics,
+    produce: Produce,
+) -> None:
+    sent, expected, at_kill, _ = await kill_mid_burst(
+        webhooks=True,
+        in_doubt_seconds=30,
+        wa_settings=wa_settings,
+        start_sandbox=start_sandbox,
+        start_receiver=start_receiver,
+        start_worker=start_worker,
+        read_topic=read_topic,
+        create_topics=create_topics,
+        produce=produce,
     )
+    twice = sorted(mid for mid, n in sent.items() if n > 1)
+    print(f"kill -9 after {at_kill} sends, webhooks on: {len(twice)} sent twice {twice[:10]}")
     assert set(sent) == expected  # nothing lost
-    # The documented window: only calls in flight when the process died can go out twice.
-    assert duplicates <= in_flight
+    assert not twice  # the calls in doubt were settled by Meta's status webhooks
+
+
+@pytest.mark.slow
+async def test_kill_9_mid_burst_without_webhooks_sends_again_after_the_grace(
+    wa_settings: SettingsFactory,
+    start_sandbox: Start,
+    start_receiver: Start,
+    start_worker: StartWorker,
+    read_topic: ReadTopic,
+    create_topics: CreateTopics,
+    produce: Produce,
+) -> None:
+    sent, expected, at_kill, _ = await kill_mid_burst(
+        webhooks=False,
+        in_doubt_seconds=2,
+        wa_settings=wa_settings,
+        start_sandbox=start_sandbox,
+        start_receiver=start_receiver,
+        start_worker=start_worker,
+        read_topic=read_topic,
+        create_topics=create_topics,
+        produce=produce,
+    )
+    duplicates = sum(n - 1 for n in sent.values())
+    print(f"kill -9 after {at_kill} sends, no webhooks: {duplicates} duplicate sends")
+    assert set(sent) == expected  # nothing lost: no status within the grace means send
+    # Without statuses only the calls in flight at the kill can go out twice.
+    assert duplicates <= 64
+
+
+@pytest.mark.slow
+async def test_kill_9_while_meta_holds_the_answers_sends_nothing_twice(
+    wa_settings: SettingsFactory,
+    start_sandbox: Start,
+    start_receiver: Start,
+    start_worker: StartWorker,
+    read_topic: ReadTopic,
+    create_topics: CreateTopics,
+    produce: Produce,
+) -> None:
+    """Meta takes each message at once but answers a second later: at the kill, up to 64
+    calls (WHATSAPP_MAX_IN_FLIGHT) are taken and unanswered, the window the markers close."""
+    sent, expected, at_kill, log = await kill_mid_burst(
+        webhooks=True,
+        in_doubt_seconds=30,
+        count=300,
+        kill_at=100,
+        answer_delay=1.0,
+        wa_settings=wa_settings,
+        start_sandbox=start_sandbox,
+        start_receiver=start_receiver,
+        start_worker=start_worker,
+        read_topic=read_topic,
+        create_topics=create_topics,
+        produce=produce,
+    )
+    twice = sorted(mid for mid, n in sent.items() if n > 1)
+    taken = [int(n) for n in re.findall(r"taken_by_meta=(\d+)", log)]
+    print(f"kill -9 after {at_kill} taken, answers held: {len(twice)} sent twice, taken {taken}")
+    assert set(sent) == expected  # nothing lost
+    assert sum(taken) > 0, log  # calls Meta took but never answered were in doubt
+    assert not twice  # and their status webhooks kept them from going out again
+
+
+async def test_statuses_in_doubt_are_found_even_when_the_grace_is_over(
+    wa_settings: SettingsFactory, create_topics: CreateTopics, produce: Produce
+) -> None:
+    settings = wa_settings()
+    await create_topics(settings)
+    now = datetime.now(UTC)
+
+    def status_record(message_id: str, status: str, wamid: str | None) -> tuple[bytes, bytes]:
+        value = {"message_id": message_id, "wamid": wamid, "status": status, "occurred_at": "x"}
+        return b"p-1", orjson.dumps(value)
+
+    await produce(
+        settings,
+        settings.topic_delivery_events,
+        [
+            status_record("m-sent", "sent", "wamid.A"),
+            status_record("m-failed-by-meta", "failed", "wamid.B"),
+            status_record("m-refused", "failed", None),  # the connector's own failure
+            status_record("m-other", "sent", "wamid.C"),
+        ],
+    )
+    markers = {
+        "m-sent": now - timedelta(seconds=40),
+        "m-failed-by-meta": now - timedelta(seconds=40),
+        "m-refused": now - timedelta(seconds=40),
+        "m-never": now - timedelta(seconds=40),
+    }
+    started = time.monotonic()
+    found = await find_statuses(settings, settings.topic_delivery_events, markers, 1.0)
+    assert {k: v.wamid for k, v in found.items()} == {
+        "m-sent": "wamid.A",
+        "m-failed-by-meta": "wamid.B",
+    }
+    assert time.monotonic() - started < 10  # the grace was over: read to the end, no wait
+    # A recent marker waits for its status, here one that arrives while it waits.
+    waiting = asyncio.create_task(
+        find_statuses(settings, settings.topic_delivery_events, {"m-late": now}, 20.0)
+    )
+    await asyncio.sleep(1.0)
+    await produce(
+        settings, settings.topic_delivery_events, [status_record("m-late", "sent", "wamid.L")]
+    )
+    late = await asyncio.wait_for(waiting, 15)
+    assert late["m-late"].wamid == "wamid.L"

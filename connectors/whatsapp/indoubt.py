@@ -1,0 +1,151 @@
+"""Sends a crash left in doubt: did Meta take them? Its status webhooks say.
+
+Before each call the connector stores a "sending" marker for the message id and waits for
+the broker to have it (connector.py, step 3). A marker still there when a request comes
+back (after a kill -9, a lost partition, a broker failure) means the call may have reached
+Meta: the worker died between the call and the `accepted` record. The Cloud API has no
+idempotency key and no lookup by our id, but Meta posts a status webhook (`sent`, then
+`delivered`, `read` or `failed`) for every message it took, and the receiver publishes it
+on delivery-events with our message id (from `biz_opaque_callback_data`). So
+`find_statuses` reads delivery-events from a little before the marker and looks for them:
+
+- a status naming a wamid: Meta took the message; it is recorded as accepted, not sent again;
+- none by the marker's time + WHATSAPP_IN_DOUBT_SECONDS: Meta never saw the call (or its
+  webhooks are later than that); the message is sent.
+
+What remains: a message Meta took whose first webhook reaches delivery-events later than
+WHATSAPP_IN_DOUBT_SECONDS after the marker is sent twice. Meta retries a webhook the
+receiver did not take, so a longer grace covers a receiver that was down too, at the price
+of a later send for the messages that really were not taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas.settings import Settings
+
+log = structlog.get_logger("connectors.whatsapp.indoubt")
+
+# Statuses only Meta produces (through the webhook receiver); each names the wamid.
+EVIDENCE_STATUSES = frozenset({"accepted", "sent", "delivered", "read", "failed"})
+# Read from this long before the marker: the status cannot be older than the call.
+LOOKBACK_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """A status webhook (or an earlier `accepted` record) that shows Meta took a message."""
+
+    wamid: str
+    status: str
+    occurred_at: str
+
+
+def evidence_of(value: bytes | None, wanted: Mapping[str, object]) -> tuple[str, Evidence] | None:
+    """The (message id, evidence) a delivery-events record gives for a wanted id, else None."""
+    if not value:
+        return None
+    try:
+        record = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    message_id = record.get("message_id")
+    wamid = record.get("wamid")
+    status = record.get("status")
+    if (
+        isinstance(message_id, str)
+        and message_id in wanted
+        and isinstance(wamid, str)
+        and wamid
+        and status in EVIDENCE_STATUSES
+    ):
+        return message_id, Evidence(wamid, str(status), str(record.get("occurred_at", "")))
+    return None
+
+
+async def find_statuses(
+    settings: Settings,
+    topic: str,
+    markers: Mapping[str, datetime],
+    grace_seconds: float,
+) -> dict[str, Evidence]:
+    """Evidence for each message id of `markers` (id -> when its call was about to be made).
+
+    Waits until every id has evidence or the latest marker is `grace_seconds` old.
+    """
+    if not markers:
+        return {}
+    found: dict[str, Evidence] = {}
+    latest = max(markers.values()).timestamp()
+    earliest = min(markers.values()).timestamp() - LOOKBACK_SECONDS
+    deadline = time.monotonic() + max(0.0, latest + grace_seconds - time.time())
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **settings.aiokafka_security(),
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or await _partitions(consumer, topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        starts = await consumer.offsets_for_times({tp: int(earliest * 1000) for tp in tps})
+        for tp in tps:
+            at = starts.get(tp)
+            if at is None:
+                await consumer.seek_to_end(tp)
+            else:
+                consumer.seek(tp, at.offset)
+        # Whatever is on the topic now is read even when the grace is over already.
+        ends = await consumer.end_offsets(tps)
+        while len(found) < len(markers):
+            left = deadline - time.monotonic()
+            if left <= 0 and await _reached(consumer, ends):
+                break
+            batches = await consumer.getmany(timeout_ms=int(min(max(left, 0.1), 0.5) * 1000))
+            for records in batches.values():
+                for record in records:
+                    hit = evidence_of(record.value, markers)
+                    if hit is not None:
+                        found.setdefault(hit[0], hit[1])
+    finally:
+        await consumer.stop()
+    log.info(
+        "whatsapp.in_doubt_resolved",
+        in_doubt=len(markers),
+        taken_by_meta=len(found),
+        to_send=len(markers) - len(found),
+    )
+    return found
+
+
+async def _reached(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int]) -> bool:
+    """Whether every partition has been read up to `ends`."""
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    # A consumer without a subscription knows no topic's partitions; ask the cluster.
+    for _ in range(50):
+        cluster = await consumer._client.fetch_all_metadata()
+        partitions = cluster.partitions_for_topic(topic)
+        if partitions:
+            return set(partitions)
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"topic {topic!r} has no partitions")
