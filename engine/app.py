@@ -10,6 +10,8 @@ import asyncio
 from typing import Any
 
 import faust
+from aiokafka.structs import TopicPartition
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engine.campaigns import register_trigger_api
@@ -18,6 +20,56 @@ from engine.topics import ensure_topics
 from schemas.settings import Settings
 
 ROLES = frozenset({"engine", "whatsapp", "http"})
+
+
+class SeekingConsumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer, with a seek after a rebalance that loses no record.
+
+    After a rebalance faust resumes the stream partitions while records already flow,
+    then seeks to the committed offsets, then empties every stream buffer
+    (`flow_control.resume()`) and resumes the flow (faust/tables/recovery.py,
+    `on_recovery_completed` and `_resume_streams`). Records fetched during that seek
+    reach a buffer and are emptied out unprocessed, while the fetch position is past
+    them: a partition without a committed offset is not seeked at all, and the seek sets
+    the read offset back to the committed one, so the next record looks like a gap.
+    A read offset left over from before the rebalance drops records the same way.
+    faust acks a gap (`Consumer._add_gap`) and the next commit passes the records nobody
+    processed. This seek stops the flow first (the caller resumes it once the buffers
+    are empty), then seeks every stream partition, the uncommitted ones to the beginning,
+    as `consumer_auto_offset_reset="earliest"` would after a fresh assignment.
+    """
+
+    async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
+        # The fetch loop records the offset of the record it was delivering when the
+        # revocation stopped it, after the revocation forgot the partition's read offset;
+        # faust then silently drops every record below that offset in the next generation.
+        for tp in assigned:
+            self._read_offset.pop(tp, None)
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    async def perform_seek(self) -> None:
+        self.stop_flow()
+        await super().perform_seek()
+        # aiokafka's seek_to_committed skips a partition whose committed offset is None or 0.
+        uncommitted = [
+            TopicPartition(tp.topic, tp.partition)
+            for tp in self.assignment()
+            if not self._read_offset.get(tp)
+            and not self._is_changelog_tp(tp)
+            and self.app.topics.acks_enabled_for(tp.topic)
+        ]
+        if uncommitted and self.app.conf.consumer_auto_offset_reset == "earliest":
+            # Looked up, then seeked: seek_to_beginning would leave the position unset
+            # while it waits, and faust's livelock check asserts on an unset position.
+            for tp, offset in (await self.earliest_offsets(*uncommitted)).items():
+                await self._seek(tp, offset)
+                self._read_offset[tp] = None
+
+
+class EngineTransport(faust_aiokafka.Transport):
+    """The aiokafka transport with `SeekingConsumer`."""
+
+    Consumer = SeekingConsumer
 
 
 def _broker_credentials(settings: Settings) -> Any:
@@ -59,6 +111,7 @@ def create_app(settings: Settings, roles: frozenset[str] = ROLES, *, web: bool =
         web_bind=settings.worker_web_host,
         autodiscover=False,
     )
+    app.transport = EngineTransport(app.conf.broker_consumer, app)
 
     def topic(name: str) -> faust.TopicT:
         return app.topic(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections import Counter
 from collections.abc import Awaitable, Coroutine
 from dataclasses import asdict, dataclass, field
@@ -22,7 +21,6 @@ import faust
 import orjson
 import structlog
 from aiokafka.partitioner import murmur2
-from faust.streams import _current_event
 from pydantic import ValidationError
 
 from engine.campaigns import AUDIENCE_TICKS, AudienceRuns
@@ -242,11 +240,10 @@ class EngineRuntime:
         Step 1: take the batch and its outputs; new records start a new batch.
         Step 2: produce every effect (send requests, delivery skips, step events, dead
                 letters, phone index) and wait until Kafka acknowledges all of them.
-        Step 3: write each changed profile state to the table; faust sends it to the
-                changelog under the partition of the record that changed it.
+        Step 3: write each changed profile state to the table and its changelog, under the
+                partition of the record that changed it, and wait until Kafka has them.
         Step 4: re-index the timers of changed profiles.
-        Step 5: ack the batch's records. faust flushes the producer (so the changelog
-                records of step 3) before it commits their offsets.
+        Step 5: ack the batch's records; faust commits acked offsets every commit interval.
 
         A crash before step 2 ends loses nothing: the records are read again. A crash
         between steps 2 and 3 re-emits the same effects on re-read, with the same
@@ -280,10 +277,13 @@ class EngineRuntime:
             for started in pending.send_started:
                 EVENT_TO_SEND.observe(acked - started)
             # Step 3
+            changelog: list[Awaitable[Any]] = []
             for profile_id, (event, state) in pending.states.items():
-                _current_event.set(weakref.ref(event))
-                self.profiles[profile_id.encode()] = state_to_bytes(state)
-            _current_event.set(None)
+                key, raw = profile_id.encode(), state_to_bytes(state)
+                self.profiles.data[key] = raw
+                changelog.append(self.profiles.send_changelog(event.message.partition, key, raw))
+            if changelog:
+                await asyncio.gather(*changelog)
             self._in_flight = {}
             # Step 4
             for profile_id, (_, state) in pending.states.items():

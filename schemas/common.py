@@ -152,9 +152,55 @@ def compile_expression(source: str) -> Any:
             "split it across condition branches"
         )
     try:
-        return cel.compile(source)
+        program = cel.compile(source)
     except Exception as exc:  # the binding raises ValueError today; be robust to others
         raise ValueError(f"invalid CEL expression {source!r}: {_cel_reason(str(exc))}") from None
+    depth = macro_depth(source)
+    if depth > MAX_MACRO_DEPTH:
+        raise ValueError(
+            f"CEL expression nests {depth} comprehensions (all, exists, exists_one, map, "
+            f"filter); the limit is {MAX_MACRO_DEPTH}: each level multiplies the work"
+        )
+    return program
+
+
+# Three nested comprehensions over 300-item lists run for seconds on the worker's event loop.
+MAX_MACRO_DEPTH = 2
+_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+_STRING = (
+    r"[rRbB]{0,2}(?:'''[\s\S]*?'''"
+    r'|"""[\s\S]*?"""'
+    r"|'(?:\\.|[^'\\\n])*'"
+    r'|"(?:\\.|[^"\\\n])*")'
+)
+_TOKEN = re.compile(
+    rf"(?P<string>{_STRING})"
+    r"|(?P<macro>\.\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*\()"
+    r"|(?P<open>\()|(?P<close>\))"
+)
+
+
+def macro_depth(source: str) -> int:
+    """How deeply comprehension macros (`.all(...)`, `.map(...)`, ...) nest in `source`.
+
+    A scan of tokens (strings skipped, parentheses matched), run after the expression
+    compiled, so the text is valid CEL.
+    """
+    stack: list[bool] = []  # one entry per open parenthesis: is it a macro's?
+    depth = deepest = 0
+    for match in _TOKEN.finditer(source):
+        if match.group("string") is not None:
+            continue
+        if match.group("macro") is not None:
+            is_macro = match.group("name") in _MACROS
+            stack.append(is_macro)
+            depth += is_macro
+            deepest = max(deepest, depth)
+        elif match.group("open") is not None:
+            stack.append(False)
+        elif stack:
+            depth -= stack.pop()
+    return deepest
 
 
 def _cel_reason(text: str) -> str:

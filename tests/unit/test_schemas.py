@@ -16,6 +16,7 @@ from schemas import (
     format_duration,
     parse_duration,
 )
+from schemas.common import compile_expression, macro_depth
 from schemas.export import JSON_DIR, render_schemas
 from schemas.settings import Settings
 
@@ -230,3 +231,26 @@ def test_rate_cap_above_meta_maximum_is_refused(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("WHATSAPP_RATE_PER_SECOND", "5000")
     with pytest.raises(ValidationError):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("source", "depth"),
+    [
+        ("profile.tier == 'gold'", 0),
+        ("event.data.items.exists(i, i.price > 20)", 1),
+        ("event.data.items.exists(i, i.tags.exists(t, t == 'sale'))", 2),
+        ("[1].all(a, [2].all(b, [3].all(c, true)))", 3),
+        ("x.filter(i, (i > 1)).map(j, j * 2) == [4]", 1),
+        ("x.exists(i, i.tags.exists(t, t == 'a.all(b.all(c.all('))", 2),
+        ('"""x.all(y.all(z.all(""" == s', 0),
+        ("size(x.map(i, i)) > 0 && y.all(j, j > 0)", 1),
+    ],
+)
+def test_macro_depth_counts_nested_comprehensions_only(source: str, depth: int) -> None:
+    assert macro_depth(source) == depth
+
+
+def test_three_nested_comprehensions_are_refused_at_load_time() -> None:
+    with pytest.raises(ValueError, match="nests 3 comprehensions"):
+        compile_expression("[1].all(a, [2].all(b, [3].all(c, true)))")
+    assert compile_expression("x.exists(i, i.tags.exists(t, t == 'a'))") is not None
