@@ -104,6 +104,12 @@ def create_app(settings: Settings, roles: frozenset[str] = ROLES, *, web: bool =
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        # No standby replicas: with them, faust's assignor filters the standby partitions
+        # by the tables each worker declares, so a connector worker and an engine worker in
+        # one group compute different assignments, and faust's coordinator dies on an
+        # assertion (`on_assignment`, `a == b`) while the process lives on, consuming
+        # nothing. A worker taking partitions over restores them from the changelog.
+        table_standby_replicas=0,
         broker_session_timeout=settings.kafka_session_timeout_seconds,
         broker_heartbeat_interval=settings.kafka_session_timeout_seconds / 4,
         web_enabled=web,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections import Counter
 from collections.abc import Awaitable, Coroutine
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,7 @@ import faust
 import orjson
 import structlog
 from aiokafka.partitioner import murmur2
+from faust.streams import _current_event
 from pydantic import ValidationError
 
 from engine.campaigns import AUDIENCE_TICKS, AudienceRuns
@@ -46,6 +48,7 @@ from engine.observability import (
     TIMER_LAG,
     TIMERS_PENDING,
 )
+from engine.produce import produce_batched
 from engine.registry import DefinitionsFollower
 from engine.timers import TimerIndex
 from schemas.campaign import AudienceTick
@@ -263,14 +266,13 @@ class EngineRuntime:
             self._in_flight = pending.states
             BATCH_SIZE.observe(len(batch))
             # Step 2
-            futures: list[Awaitable[Any]] = []
-            # The producer directly: faust's Topic.send wraps each record in codecs,
-            # sensors and callbacks, half the worker's CPU per event (bench/profile_report.py).
-            producer = self.app.producer
-            for topic, key, value in pending.effects:
-                futures.append(
-                    await producer.send(topic.get_topic_name(), key, value, None, None, None)
-                )
+            # aiokafka's producer directly, whole batches per partition: faust's Topic.send
+            # wraps each record in codecs, sensors and callbacks, and aiokafka's send() costs
+            # a coroutine and a future per record (bench/profile_report.py, engine/produce.py).
+            futures = await produce_batched(
+                cast(Any, self.app.producer)._ensure_producer(),
+                [(topic.get_topic_name(), key, value) for topic, key, value in pending.effects],
+            )
             if futures:
                 await asyncio.gather(*futures)
             acked = time.monotonic()
@@ -280,8 +282,11 @@ class EngineRuntime:
             changelog: list[Awaitable[Any]] = []
             for profile_id, (event, state) in pending.states.items():
                 key, raw = profile_id.encode(), state_to_bytes(state)
+                # The RocksDB store picks its per-partition database from the current event.
+                _current_event.set(weakref.ref(event))
                 self.profiles.data[key] = raw
                 changelog.append(self.profiles.send_changelog(event.message.partition, key, raw))
+            _current_event.set(None)
             if changelog:
                 await asyncio.gather(*changelog)
             self._in_flight = {}

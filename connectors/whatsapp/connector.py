@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +49,7 @@ import faust
 import orjson
 import structlog
 from aiokafka.errors import KafkaError
+from faust.streams import _current_event
 from mode import Service
 from prometheus_client import Counter
 from pydantic import ValidationError
@@ -175,6 +177,7 @@ class _Item:
     request: SendRequest
     origin: Origin
     raw: bytes
+    event: faust.EventT[Any]
 
 
 class WhatsAppConnector:
@@ -336,6 +339,7 @@ class WhatsAppConnector:
                     "by": evidence.status,
                 }
             )
+            _current_event.set(weakref.ref(groups[message_id][0].event))
             self.accepted.data[key] = stored
             writes.append(self.accepted.send_changelog(partitions[message_id], key, stored))
         await asyncio.gather(*writes)
@@ -359,7 +363,7 @@ class WhatsAppConnector:
             reason = f"invalid SendRequest: {_first_error(exc)}"
             await self._dead_letter(reason, "ValidationError", origin, raw, pending)
             return None
-        return _Item(request, origin, raw)
+        return _Item(request, origin, raw, event)
 
     async def _dead_letter(
         self,
@@ -400,6 +404,9 @@ class WhatsAppConnector:
     async def _handle_group(self, group: list[_Item], pending: list[Awaitable[Any]]) -> list[str]:
         statuses = []
         for item in group:
+            # The table's RocksDB store writes to the database of the current event's
+            # partition; this task's copy of the context is this request's.
+            _current_event.set(weakref.ref(item.event))
             try:
                 statuses.append(await self.handle(item.request, item.origin.partition, pending))
             except KafkaError:

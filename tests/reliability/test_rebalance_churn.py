@@ -48,6 +48,12 @@ def assignments(worker: Worker) -> int:
     return worker.log_text().count('"timer index rebuilt"')
 
 
+def coordinator_crashed(worker: Worker) -> bool:
+    """Whether the worker's group coordinator died: the process lives on, but consumes nothing
+    more (aiokafka logs this once, e.g. when faust's assignor rejects an assignment)."""
+    return "Unexpected error in coordinator routine" in worker.log_text()
+
+
 async def test_connector_workers_joining_and_leaving_early_lose_no_event(
     kafka_bootstrap: str,
     unique: str,
@@ -137,8 +143,17 @@ async def test_connector_workers_joining_and_leaving_early_lose_no_event(
         missing_examples=missing[:10],
         missing_partitions=sorted({partition_of(m.split(":")[2], PARTITIONS) for m in missing}),
         workers_alive=alive,
+        sandbox_messages=len(sandbox.state.messages),
+        coordinator_crashed={
+            "engine": coordinator_crashed(engine),
+            "connector": coordinator_crashed(connector),
+            "extras": sum(coordinator_crashed(w) for w in extras),
+        },
     )
     assert not missing, f"{len(missing)} events never became requests, e.g. {missing[:10]}"
     assert ids == expected
     assert all(alive.values()), f"a worker died during the churn: {alive}"
     assert rebalances > 1, "the churn never moved the engine's partitions"
+    # A worker whose coordinator died lives on but consumes nothing (app.py: standbys).
+    crashed = [w.log_path.name for w in (engine, connector, *extras) if coordinator_crashed(w)]
+    assert not crashed, f"group coordinator died in {crashed}"
