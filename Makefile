@@ -18,7 +18,7 @@ help:
 	@echo "make run    - start local Kafka, sandbox, webhook and worker; run the demo journeys"
 	@echo "make test   - install, lint, type-check, start a test broker, run the whole suite"
 	@echo "make lint   - ruff check, ruff format --check, mypy"
-	@echo "make reliability - crash, load and security suite (issue #7; known failures listed in docs/RELIABILITY.md)"
+	@echo "make reliability - the whole crash, load, bad-input and security suite of issue #7 (docs/RELIABILITY.md)"
 	@echo "make bench  - benchmarks on the real local broker; writes docs/BENCHMARKS.md"
 	@echo "make kafka-up / kafka-down - the local single-node Kafka on 127.0.0.1:9092"
 
