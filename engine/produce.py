@@ -26,31 +26,52 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 
 async def produce_batched(
-    producer: AIOKafkaProducer, records: Iterable[tuple[str, bytes | None, bytes | None]]
+    producer: AIOKafkaProducer,
+    records: Iterable[tuple[str, bytes | None, bytes | None]],
+    partitions: Iterable[int | None] | None = None,
 ) -> list[Any]:
-    """Queue every (topic, key, value); return the futures that resolve once Kafka has them."""
+    """Queue every (topic, key, value); return the futures that resolve once Kafka has them.
+
+    `partitions`, when given, names each record's partition (None: by its key)."""
+    return [future for future, _ in await produce_counted(producer, records, partitions)]
+
+
+async def produce_counted(
+    producer: AIOKafkaProducer,
+    records: Iterable[tuple[str, bytes | None, bytes | None]],
+    partitions: Iterable[int | None] | None = None,
+) -> list[tuple[Any, int]]:
+    """As `produce_batched`, with the number of records behind each future: a batch's
+    future resolves to its first record's metadata, its last is that offset + count - 1."""
     cluster = producer.client.cluster
     counts: dict[str, int | None] = {}
-    builders: dict[tuple[str, int], Any] = {}
-    futures: list[Any] = []
+    builders: dict[tuple[str, int], list[Any]] = {}  # [builder, records in it]
+    futures: list[tuple[Any, int]] = []
+    chosen = iter(partitions) if partitions is not None else None
     for topic, key, value in records:
-        count = counts.get(topic, -1)
-        if count == -1:
-            found = cluster.partitions_for_topic(topic)
-            count = counts[topic] = len(found) if found else None
-        if key is None or count is None:
-            futures.append(await producer.send(topic, value, key=key))
-            continue
-        where = (topic, partition_for(key, count))
-        builder = builders.get(where)
-        if builder is None:
-            builder = builders[where] = producer.create_batch()
-        if builder.append(key=key, value=value, timestamp=None) is None:
+        partition = next(chosen) if chosen is not None else None
+        if partition is None:
+            count = counts.get(topic, -1)
+            if count == -1:
+                found = cluster.partitions_for_topic(topic)
+                count = counts[topic] = len(found) if found else None
+            if key is None or count is None:
+                futures.append((await producer.send(topic, value, key=key), 1))
+                continue
+            partition = partition_for(key, count)
+        where = (topic, partition)
+        entry = builders.get(where)
+        if entry is None:
+            entry = builders[where] = [producer.create_batch(), 0]
+        if entry[0].append(key=key, value=value, timestamp=None) is None:
             # Full: send it and start the next one for this partition.
-            futures.append(await producer.send_batch(builder, topic, partition=where[1]))
-            builder = builders[where] = producer.create_batch()
-            if builder.append(key=key, value=value, timestamp=None) is None:
+            futures.append(
+                (await producer.send_batch(entry[0], topic, partition=partition), entry[1])
+            )
+            entry = builders[where] = [producer.create_batch(), 0]
+            if entry[0].append(key=key, value=value, timestamp=None) is None:
                 raise ValueError(f"a record of {len(value or b'')} bytes is over the batch size")
-    for (topic, partition), builder in builders.items():
-        futures.append(await producer.send_batch(builder, topic, partition=partition))
+        entry[1] += 1
+    for (topic, partition), (builder, count) in builders.items():
+        futures.append((await producer.send_batch(builder, topic, partition=partition), count))
     return futures

@@ -13,7 +13,7 @@ import asyncio
 import time
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -48,7 +48,7 @@ from engine.observability import (
     TIMER_LAG,
     TIMERS_PENDING,
 )
-from engine.produce import produce_batched
+from engine.produce import produce_batched, produce_counted
 from engine.registry import DefinitionsFollower
 from engine.timers import TimerIndex
 from schemas.campaign import AudienceTick
@@ -269,8 +269,9 @@ class EngineRuntime:
             # aiokafka's producer directly, whole batches per partition: faust's Topic.send
             # wraps each record in codecs, sensors and callbacks, and aiokafka's send() costs
             # a coroutine and a future per record (bench/profile_report.py, engine/produce.py).
+            producer = cast(Any, self.app.producer)._ensure_producer()
             futures = await produce_batched(
-                cast(Any, self.app.producer)._ensure_producer(),
+                producer,
                 [(topic.get_topic_name(), key, value) for topic, key, value in pending.effects],
             )
             if futures:
@@ -279,16 +280,30 @@ class EngineRuntime:
             for started in pending.send_started:
                 EVENT_TO_SEND.observe(acked - started)
             # Step 3
-            changelog: list[Awaitable[Any]] = []
+            # Produced like the effects, not through faust's send_changelog: its buffer
+            # sends one record at a time and filled up ("producer buffer full") at
+            # 1,000 events/s, holding every batch behind it.
+            changelog: list[tuple[str, bytes | None, bytes | None]] = []
+            partitions: list[int | None] = []
+            changelog_topic = self.profiles.changelog_topic.get_topic_name()
             for profile_id, (event, state) in pending.states.items():
                 key, raw = profile_id.encode(), state_to_bytes(state)
                 # The RocksDB store picks its per-partition database from the current event.
                 _current_event.set(weakref.ref(event))
                 self.profiles.data[key] = raw
-                changelog.append(self.profiles.send_changelog(event.message.partition, key, raw))
+                changelog.append((changelog_topic, key, raw))
+                partitions.append(event.message.partition)
             _current_event.set(None)
             if changelog:
-                await asyncio.gather(*changelog)
+                sent = await produce_counted(producer, changelog, partitions)
+                await asyncio.gather(*(future for future, _ in sent))
+                for future, count in sent:
+                    # What faust's _on_changelog_sent does: RocksDB remembers how far the
+                    # changelog is already in the local database.
+                    meta = future.result()
+                    cast(Any, self.profiles.data).set_persisted_offset(
+                        meta.topic_partition, meta.offset + count - 1
+                    )
             self._in_flight = {}
             # Step 4
             for profile_id, (_, state) in pending.states.items():
