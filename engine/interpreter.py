@@ -711,8 +711,10 @@ def _step(
             detail=detail,
             event_id=run.event_id,
             occurred_at=run.now,
+            seq=instance.steps,
         )
     )
+    instance.steps += 1
 
 
 def _history(run: _Run, journey_id: str) -> JourneyHistory:

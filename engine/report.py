@@ -220,7 +220,8 @@ class ReportBuilder:
         return message
 
     def add_step(self, raw: bytes) -> None:
-        """Count one journey-steps record; (instance, kind, activity, occurred_at) counts once."""
+        """Count one journey-steps record once: by (instance, seq), or for records without a
+        seq (written before it existed) by (instance, kind, activity, occurred_at)."""
         self.step_events += 1
         try:
             record = orjson.loads(raw)
@@ -230,7 +231,12 @@ class ReportBuilder:
             ):
                 raise ValueError(kind)
             journey_id, version = record["journey_id"], record["journey_version"]
-            key = (record["instance_id"], kind, activity_id, record["occurred_at"])
+            seq = record.get("seq")
+            key: tuple[Any, ...] = (
+                (record["instance_id"], seq)
+                if isinstance(seq, int)
+                else (record["instance_id"], kind, activity_id, record["occurred_at"])
+            )
             if self._only is not None and journey_id not in self._only:
                 return
             if key in self._steps_seen:

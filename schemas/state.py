@@ -47,6 +47,7 @@ class JourneyInstance(StrictModel):
     deadline: AwareDatetime
     entry_event: EventContext
     pending_message_id: str | None = None
+    steps: int = Field(default=0, description="step records published so far (the next `seq`)")
 
     def next_due(self) -> datetime:
         """The earliest time this instance needs the clock: its timer or its deadline."""

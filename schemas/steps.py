@@ -8,7 +8,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, Field
 
 from schemas.common import StrictModel
 
@@ -37,3 +37,8 @@ class JourneyStepEvent(StrictModel):
     detail: str | None = None
     event_id: str | None = None
     occurred_at: AwareDatetime
+    seq: int | None = Field(
+        default=None,
+        description="the record's number within its instance (0: entered); a record "
+        "published again after a crash has the same seq: dedupe on (instance_id, seq)",
+    )

@@ -578,7 +578,7 @@ def differing_steps(steps: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]
     groups: dict[tuple[str, str, str | None], list[dict[str, Any]]] = {}
     for s in steps:
         groups.setdefault((s["instance_id"], s["kind"], s.get("activity_id")), []).append(s)
-    what = ("outcome", "detail", "reason", "event_id", "activity_type", "journey_version")
+    what = ("outcome", "detail", "reason", "event_id", "activity_type", "journey_version", "seq")
     return [
         records
         for records in groups.values()

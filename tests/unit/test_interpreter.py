@@ -950,3 +950,19 @@ def test_apply_timers_on_an_empty_profile_changes_nothing():
         False,
         None,
     )
+
+
+def test_step_records_are_numbered_per_instance_and_a_replay_keeps_the_numbers():
+    ana = Profile(CART)
+    entered = ana.event("cart.abandoned", "0s", attributes=ANA, data={"cart_total": 42.5})
+    stored = ana.state.model_copy(deep=True)  # what the changelog holds after this batch
+    fired = ana.tick("1h")
+    seqs = [s.seq for s in entered.steps] + [s.seq for s in fired.steps]
+    assert seqs == list(range(len(seqs)))
+    # A crash before the tick's state was stored: the tick runs again on the stored state.
+    replay = Profile(CART)
+    replay.state = stored
+    again = replay.tick("1h")
+    assert [(s.kind, s.activity_id, s.seq) for s in again.steps] == [
+        (s.kind, s.activity_id, s.seq) for s in fired.steps
+    ]

@@ -590,3 +590,22 @@ def test_html_draws_the_funnel_and_the_diagram_with_counts() -> None:
 )
 def test_since_and_until_take_iso_times_or_durations_ago(text: str, expected: datetime) -> None:
     assert parse_moment(text, T0) == expected
+
+
+def test_step_records_republished_after_a_crash_count_once_by_seq() -> None:
+    def numbered(kind: str, seconds: float, seq: int, activity: str | None = None) -> bytes:
+        record = orjson.loads(step(kind, "cart-recovery:3:p-1:1", seconds, activity=activity))
+        return orjson.dumps({**record, "seq": seq})
+
+    builder = ReportBuilder()
+    for raw in (
+        numbered("entered", 0, 0),
+        numbered("activity", 5, 1, "wait-1h"),
+        numbered("activity", 9, 1, "wait-1h"),  # the same step, published again later
+        numbered("activity", 20, 2, "wait-1h"),  # a loop's second visit: a new seq
+    ):
+        builder.add_step(raw)
+    assert builder.duplicate_steps == 1
+    [journey] = builder.result().journeys
+    assert journey.entered == 1
+    assert sum(a.visits for a in journey.activities if a.activity_id == "wait-1h") == 2
