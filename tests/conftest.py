@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # Issue #7's suite (docs/RELIABILITY.md): bad input and security run in `make test`; the
-# crash, broker-restart, fault, scale-out, churn and load runs (8-10 minutes of kills and
+# crash, broker-restart, fault, scale-out, churn and load runs (6-7 minutes of kills and
 # bursts) run with `make reliability`, which runs all of it.
 _HEAVY_RELIABILITY = (
     "test_crash.py",
