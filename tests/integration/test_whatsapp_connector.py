@@ -616,8 +616,11 @@ async def kill_mid_burst(
     return sent, expected, at_kill, log
 
 
-@pytest.mark.slow
-async def test_kill_9_mid_burst_sends_every_message_once_with_status_webhooks(
+KillBurst = Callable[..., Awaitable[tuple[Counter[str], set[str], int, str]]]
+
+
+@pytest.fixture
+def kill_burst(
     wa_settings: SettingsFactory,
     start_sandbox: Start,
     start_receiver: Start,
@@ -625,17 +628,32 @@ async def test_kill_9_mid_burst_sends_every_message_once_with_status_webhooks(
     read_topic: ReadTopic,
     create_topics: CreateTopics,
     produce: Produce,
+) -> KillBurst:
+    """`await kill_burst(webhooks=..., in_doubt_seconds=..., ...)`: kill_mid_burst on this
+    test's fixtures."""
+
+    async def run(**options: Any) -> tuple[Counter[str], set[str], int, str]:
+        return await kill_mid_burst(
+            **options,
+            wa_settings=wa_settings,
+            start_sandbox=start_sandbox,
+            start_receiver=start_receiver,
+            start_worker=start_worker,
+            read_topic=read_topic,
+            create_topics=create_topics,
+            produce=produce,
+        )
+
+    return run
+
+
+@pytest.mark.slow
+async def test_kill_9_mid_burst_sends_every_message_once_with_status_webhooks(
+    kill_burst: KillBurst,
 ) -> None:
-    sent, expected, at_kill, _ = await kill_mid_burst(
+    sent, expected, at_kill, _ = await kill_burst(
         webhooks=True,
         in_doubt_seconds=30,
-        wa_settings=wa_settings,
-        start_sandbox=start_sandbox,
-        start_receiver=start_receiver,
-        start_worker=start_worker,
-        read_topic=read_topic,
-        create_topics=create_topics,
-        produce=produce,
     )
     twice = sorted(mid for mid, n in sent.items() if n > 1)
     print(f"kill -9 after {at_kill} sends, webhooks on: {len(twice)} sent twice {twice[:10]}")
@@ -645,24 +663,11 @@ async def test_kill_9_mid_burst_sends_every_message_once_with_status_webhooks(
 
 @pytest.mark.slow
 async def test_kill_9_mid_burst_without_webhooks_sends_again_after_the_grace(
-    wa_settings: SettingsFactory,
-    start_sandbox: Start,
-    start_receiver: Start,
-    start_worker: StartWorker,
-    read_topic: ReadTopic,
-    create_topics: CreateTopics,
-    produce: Produce,
+    kill_burst: KillBurst,
 ) -> None:
-    sent, expected, at_kill, _ = await kill_mid_burst(
+    sent, expected, at_kill, _ = await kill_burst(
         webhooks=False,
         in_doubt_seconds=2,
-        wa_settings=wa_settings,
-        start_sandbox=start_sandbox,
-        start_receiver=start_receiver,
-        start_worker=start_worker,
-        read_topic=read_topic,
-        create_topics=create_topics,
-        produce=produce,
     )
     duplicates = sum(n - 1 for n in sent.values())
     print(f"kill -9 after {at_kill} sends, no webhooks: {duplicates} duplicate sends")
@@ -673,29 +678,16 @@ async def test_kill_9_mid_burst_without_webhooks_sends_again_after_the_grace(
 
 @pytest.mark.slow
 async def test_kill_9_while_meta_holds_the_answers_sends_nothing_twice(
-    wa_settings: SettingsFactory,
-    start_sandbox: Start,
-    start_receiver: Start,
-    start_worker: StartWorker,
-    read_topic: ReadTopic,
-    create_topics: CreateTopics,
-    produce: Produce,
+    kill_burst: KillBurst,
 ) -> None:
     """Meta takes each message at once but answers a second later: at the kill, up to 64
     calls (WHATSAPP_MAX_IN_FLIGHT) are taken and unanswered, the window the markers close."""
-    sent, expected, at_kill, log = await kill_mid_burst(
+    sent, expected, at_kill, log = await kill_burst(
         webhooks=True,
         in_doubt_seconds=30,
         count=300,
         kill_at=100,
         answer_delay=1.0,
-        wa_settings=wa_settings,
-        start_sandbox=start_sandbox,
-        start_receiver=start_receiver,
-        start_worker=start_worker,
-        read_topic=read_topic,
-        create_topics=create_topics,
-        produce=produce,
     )
     twice = sorted(mid for mid, n in sent.items() if n > 1)
     taken = [int(n) for n in re.findall(r"taken_by_meta=(\d+)", log)]
