@@ -41,8 +41,8 @@ PHASES: list[tuple[str, dict[str, Any]]] = [
     # The call times out (2 s); the answer would have been a 503 after 3 s.
     ("timeout_then_503_for_3s", {"status": 503, "delay_seconds": 3, "seconds": 3}),
     # The call times out (2 s); the sandbox would have answered after 3 s. It reads the
-    # body only after the delay, so a call its client gave up on is never taken: the
-    # sandbox cannot play "Meta took it but the answer was lost" (see docs/RELIABILITY.md).
+    # body only after the delay, so a call its client gave up on is never taken. "Meta took
+    # it but the answer was lost" is the sandbox's `answer_delay` (test_whatsapp_connector).
     ("timeout_for_2s", {"delay_seconds": 3, "seconds": 2}),
 ]
 
