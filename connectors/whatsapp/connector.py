@@ -319,12 +319,10 @@ class WhatsAppConnector:
     async def _settle_in_doubt(self, groups: Mapping[str, list[_Item]]) -> None:
         """Step 0: for markers a crash left, store what Meta's status webhooks show."""
         markers: dict[str, datetime] = {}
-        partitions: dict[str, int] = {}
-        for message_id, items in groups.items():
+        for message_id in groups:
             marker = _marker(self.accepted.get(message_id.encode()))
             if marker is not None:
                 markers[message_id] = marker
-                partitions[message_id] = items[0].origin.partition
         if not markers:
             return
         log.warning("whatsapp.in_doubt", messages=len(markers))
@@ -339,9 +337,10 @@ class WhatsAppConnector:
                     "by": evidence.status,
                 }
             )
-            _current_event.set(weakref.ref(groups[message_id][0].event))
+            first = groups[message_id][0]
+            _current_event.set(weakref.ref(first.event))
             self.accepted.data[key] = stored
-            writes.append(self.accepted.send_changelog(partitions[message_id], key, stored))
+            writes.append(self.accepted.send_changelog(first.origin.partition, key, stored))
         await asyncio.gather(*writes)
         IN_DOUBT.labels(resolution="taken_by_meta").inc(len(found))
         IN_DOUBT.labels(resolution="sent_again").inc(len(markers) - len(found))

@@ -99,8 +99,7 @@ async def find_statuses(
     )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or await _partitions(consumer, topic)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]
         consumer.assign(tps)
         starts = await consumer.offsets_for_times({tp: int(earliest * 1000) for tp in tps})
         for tp in tps:
