@@ -7,7 +7,7 @@ channel is a new folder under connectors/ and one line here.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiokafka.structs import TopicPartition
@@ -20,6 +20,24 @@ from engine.topics import ensure_topics
 from schemas.settings import Settings
 
 ROLES = frozenset({"engine", "whatsapp", "http"})
+
+
+class ShortFetchThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust's consumer thread, with the fetch wait of `KAFKA_FETCH_MAX_WAIT_MS`.
+
+    faust fixes the worker consumer's `fetch_max_wait_ms` at 1,500 ms. aiokafka keeps one
+    fetch in flight per broker and leaves out of it every partition whose fetched records
+    the worker has not taken yet, so a fetch sent while the busy partitions are still
+    buffered asks only for idle ones (timers, campaign runs) and the broker holds it for
+    the whole wait, while records pile up on the busy partitions. At 1,000 events/s with
+    a connector beside the engine, that stall came back every few seconds and kept a
+    standing lag of 1.5-3 s (docs/BENCHMARKS.md, "Before/after").
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = cast(EngineTransport, transport).fetch_max_wait_ms
+        return consumer
 
 
 class SeekingConsumer(faust_aiokafka.Consumer):
@@ -38,6 +56,9 @@ class SeekingConsumer(faust_aiokafka.Consumer):
     are empty), then seeks every stream partition, the uncommitted ones to the beginning,
     as `consumer_auto_offset_reset="earliest"` would after a fresh assignment.
     """
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return ShortFetchThread(self, loop=self.loop, beacon=self.beacon)
 
     async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
         # The fetch loop records the offset of the record it was delivering when the
@@ -67,9 +88,10 @@ class SeekingConsumer(faust_aiokafka.Consumer):
 
 
 class EngineTransport(faust_aiokafka.Transport):
-    """The aiokafka transport with `SeekingConsumer`."""
+    """The aiokafka transport with `SeekingConsumer` and its fetch wait."""
 
     Consumer = SeekingConsumer
+    fetch_max_wait_ms = 1500  # faust's own; create_app sets KAFKA_FETCH_MAX_WAIT_MS
 
 
 def _broker_credentials(settings: Settings) -> Any:
@@ -117,7 +139,9 @@ def create_app(settings: Settings, roles: frozenset[str] = ROLES, *, web: bool =
         web_bind=settings.worker_web_host,
         autodiscover=False,
     )
-    app.transport = EngineTransport(app.conf.broker_consumer, app)
+    transport = EngineTransport(app.conf.broker_consumer, app)
+    transport.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
+    app.transport = transport
 
     def topic(name: str) -> faust.TopicT:
         return app.topic(

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     kafka_session_timeout_seconds: float = Field(
         default=10.0, ge=6, description="how soon a dead worker's partitions move to another"
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=50,
+        ge=1,
+        le=1500,
+        description="how long a worker's fetch may wait at the broker for new records",
+    )
     timer_scan_interval_seconds: float = Field(default=0.25, gt=0)
     dedupe_window: int = Field(
         default=64, ge=1, description="recent event ids remembered per profile"
