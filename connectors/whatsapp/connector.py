@@ -17,7 +17,9 @@ How one request is committed (crash-sensitive; read before changing the order):
           drop the marker (a failed request is evaluated again if it comes back).
   Step 5. Emit the final DeliveryEvent (accepted, failed or skipped) keyed by profile id.
   Step 6. After the whole batch: wait until the broker has every DeliveryEvent, then ack
-          the batch's offsets; faust commits acked offsets every commit interval.
+          the batch's offsets, after the batch before it; faust commits acked offsets
+          every commit interval. Two batches may be under way at once (BATCHES_AHEAD); a
+          message id also in the batch before waits until that batch is done with it.
 
   Step 0, before steps 1-6 of a batch: requests whose message id has a "sending" marker
           (the worker died between step 3 and step 4) are looked up in Meta's status
@@ -72,6 +74,9 @@ log = structlog.get_logger("connectors.whatsapp.connector")
 
 COMPONENT = "whatsapp-connector"
 ACCEPTED_TABLE = "whatsapp-accepted"
+# Batches under way at once: the next one's parsing and markers overlap the calls of the one
+# before, which wait for their pacing slots (docs/BENCHMARKS.md, "Before/after").
+BATCHES_AHEAD = 2
 # A message id is only ever re-requested within minutes of the first request (a crash and
 # a restart); a month of memory is plenty and keeps the changelog from growing forever.
 ACCEPTED_RETENTION_MS = 30 * 24 * 3600 * 1000
@@ -235,9 +240,15 @@ class WhatsAppConnector:
         self._idle.set()
         self._closed = False
         self._batch: list[faust.EventT[Any]] = []
-        self._flush_lock = asyncio.Lock()
         self._flush_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Future[None]] = set()
+        # Batches under way at once (see _start_batch), the acks' order, and who handles
+        # which message id right now.
+        self._slots = asyncio.Semaphore(BATCHES_AHEAD)
+        self._active = 0
+        self._last_acked: asyncio.Future[None] | None = None
+        self._intake_lock = asyncio.Lock()
+        self._claims: dict[str, asyncio.Future[None]] = {}
 
     # -- the agent
 
@@ -250,10 +261,10 @@ class WhatsAppConnector:
         async for event in manual.events():
             self._batch.append(event)
             if len(self._batch) >= self.batch_size:
-                await self._flush(manual)
+                await self._start_batch(manual)
             elif self._flush_timer is None:
                 self._flush_timer = loop.call_later(
-                    self.batch_within, lambda: self._background(self._flush(manual))
+                    self.batch_within, lambda: self._background(self._start_batch(manual))
                 )
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -261,50 +272,101 @@ class WhatsAppConnector:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _flush(self, stream: Any) -> None:
-        """Handle the records taken so far, then ack them; one batch at a time, in order."""
-        async with self._flush_lock:
-            if self._flush_timer is not None:
-                self._flush_timer.cancel()
-                self._flush_timer = None
-            batch, self._batch = self._batch, []
-            if not batch:
-                return
-            self._idle.clear()
-            try:
-                attempt = 0
-                while True:
-                    try:
-                        await self.handle_batch(batch)
-                        break
-                    except Exception:
-                        # Kafka (or the status lookup) failed; requests' own errors were
-                        # dead-lettered. The same batch again: the table makes that safe.
-                        delay = min(30.0, 0.5 * 2**attempt)
-                        log.exception("whatsapp.batch_failed", attempt=attempt, retry_in=delay)
-                        await asyncio.sleep(delay)
-                        attempt += 1
-                for event in batch:
-                    await stream.ack(event)
-            finally:
+    async def _start_batch(self, stream: Any) -> None:
+        """Take the records read so far as a batch and start it; wait only for a free slot.
+
+        Up to BATCHES_AHEAD batches are under way at once: the next batch is parsed and its
+        markers written while the calls of the one before wait for their pacing slots, so
+        the number's cap is used without a pause between batches. Batches are acked in the
+        order they were taken.
+        """
+        if not self._batch:
+            return
+        await self._slots.acquire()
+        # The timer is dropped only now: while this waits, no other timer is started.
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        # Taken after the wait, so whatever arrived meanwhile goes with it.
+        batch, self._batch = self._batch, []
+        if not batch:
+            self._slots.release()
+            return
+        previous = self._last_acked
+        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._last_acked = acked
+        self._active += 1
+        self._idle.clear()
+        self._background(self._run_batch(stream, batch, previous, acked))
+
+    async def _run_batch(
+        self,
+        stream: Any,
+        batch: list[faust.EventT[Any]],
+        previous: asyncio.Future[None] | None,
+        acked: asyncio.Future[None],
+    ) -> None:
+        """Handle one batch (again, until it goes through), then ack it after the one before."""
+        try:
+            attempt = 0
+            while True:
+                try:
+                    await self.handle_batch(batch)
+                    break
+                except Exception:
+                    # Kafka (or the status lookup) failed; requests' own errors were
+                    # dead-lettered. The same batch again: the table makes that safe.
+                    delay = min(30.0, 0.5 * 2**attempt)
+                    log.exception("whatsapp.batch_failed", attempt=attempt, retry_in=delay)
+                    await asyncio.sleep(delay)
+                    attempt += 1
+            if previous is not None:
+                await previous
+            for event in batch:
+                await stream.ack(event)
+        finally:
+            if not acked.done():
+                acked.set_result(None)
+            self._slots.release()
+            self._active -= 1
+            if not self._active:
                 self._idle.set()
 
     async def handle_batch(self, events: Sequence[faust.EventT[Any]]) -> None:
         started = time.monotonic()
         pending: list[Awaitable[Any]] = []
         groups: dict[str, list[_Item]] = {}
-        for event in events:
-            item = await self._parse(event, pending)
-            if item is not None:
-                groups.setdefault(item.request.message_id, []).append(item)
-        await self._settle_in_doubt(groups)
-        # The same message id twice in one batch: handle the copies one after the other,
-        # so the second finds the first in the table instead of calling Meta again.
-        results = await asyncio.gather(
-            *(self._handle_group(group, pending) for group in groups.values())
-        )
-        # Step 6: every DeliveryEvent and dead letter is on the broker before offsets are acked.
-        await asyncio.gather(*pending)
+        loop = asyncio.get_running_loop()
+        # One batch at a time through the intake, so a batch's claims are made before the
+        # next batch looks for crash markers: a marker of a message another batch of this
+        # worker is sending is not in doubt.
+        async with self._intake_lock:
+            for event in events:
+                item = await self._parse(event, pending)
+                if item is not None:
+                    groups.setdefault(item.request.message_id, []).append(item)
+            await self._settle_in_doubt(groups)
+            claims = {}
+            for message_id in groups:
+                claims[message_id] = (self._claims.get(message_id), loop.create_future())
+                self._claims[message_id] = claims[message_id][1]
+        try:
+            # The same message id twice in one batch: handle the copies one after the
+            # other, so the second finds the first in the table instead of calling Meta
+            # again. A copy in an earlier batch still under way: wait for that batch.
+            results = await asyncio.gather(
+                *(
+                    self._handle_group(group, pending, claims[message_id][0])
+                    for message_id, group in groups.items()
+                )
+            )
+            # Step 6: every DeliveryEvent and dead letter is on the broker before the acks.
+            await asyncio.gather(*pending)
+        finally:
+            for message_id, (_, mine) in claims.items():
+                mine.set_result(None)
+                if self._claims.get(message_id) is mine:
+                    del self._claims[message_id]
         counts: dict[str, int] = {}
         for statuses in results:
             for status in statuses:
@@ -320,6 +382,8 @@ class WhatsAppConnector:
         """Step 0: for markers a crash left, store what Meta's status webhooks show."""
         markers: dict[str, datetime] = {}
         for message_id in groups:
+            if message_id in self._claims:
+                continue  # this worker's own marker: an earlier batch is sending it now
             marker = _marker(self.accepted.get(message_id.encode()))
             if marker is not None:
                 markers[message_id] = marker
@@ -400,7 +464,14 @@ class WhatsAppConnector:
             )
         )
 
-    async def _handle_group(self, group: list[_Item], pending: list[Awaitable[Any]]) -> list[str]:
+    async def _handle_group(
+        self,
+        group: list[_Item],
+        pending: list[Awaitable[Any]],
+        earlier: asyncio.Future[None] | None = None,
+    ) -> list[str]:
+        if earlier is not None:
+            await earlier
         statuses = []
         for item in group:
             # The table's RocksDB store writes to the database of the current event's
