@@ -5,6 +5,7 @@ Secrets come from the environment or from a file named by `<NAME>_FILE`; never f
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -80,7 +81,12 @@ class Settings(BaseSettings):
     whatsapp_app_secret: SecretStr | None = None
     whatsapp_verify_token: SecretStr | None = None
     whatsapp_rate_per_second: float = Field(default=80.0, gt=0, le=1000)
-    whatsapp_max_in_flight: int = Field(default=64, ge=1)
+    whatsapp_max_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        description="Cloud API calls open at once; default: a quarter second of traffic at "
+        "the cap, at least 64 (see in_flight_limit)",
+    )
     whatsapp_timeout_seconds: float = Field(default=10.0, gt=0)
     whatsapp_max_retries: int = Field(default=6, ge=0)
     whatsapp_in_doubt_seconds: float = Field(
@@ -133,6 +139,18 @@ class Settings(BaseSettings):
             if path and not values.get(name) and not os.environ.get(name.upper()):
                 values[name] = Path(path).read_text(encoding="utf-8").strip()
         return values
+
+    def in_flight_limit(self) -> int:
+        """Calls the connector keeps open at once (WHATSAPP_MAX_IN_FLIGHT, else derived).
+
+        A call holds its place from its pacing slot until Meta answers, so the cap is
+        reached only while limit > rate x answer time (Little's law). 64 held one sandbox
+        number on loopback to 95% of a 1,000/s cap and 256 to 100% (docs/BENCHMARKS.md);
+        Meta answers in hundreds of milliseconds, so the default scales with the rate.
+        """
+        if self.whatsapp_max_in_flight is not None:
+            return self.whatsapp_max_in_flight
+        return max(64, math.ceil(self.whatsapp_rate_per_second / 4))
 
     def words(self, kind: Literal["opt_out", "opt_in", "help"]) -> frozenset[str]:
         raw = {"opt_out": self.whatsapp_opt_out_words, "opt_in": self.whatsapp_opt_in_words}.get(

@@ -212,14 +212,14 @@ class WhatsAppConnector:
         self.client = client or CloudApiClient(settings)
         self.pacer = pacer or Pacer(
             rate_per_second=settings.whatsapp_rate_per_second,
-            max_in_flight=settings.whatsapp_max_in_flight,
+            max_in_flight=settings.in_flight_limit(),
         )
         self.backoff = backoff or Backoff()
         self.max_retries = settings.whatsapp_max_retries
         # About a second of traffic per batch: big enough that the pause between batches is
         # small next to the batch, small enough that a batch commits often.
         self.batch_size = batch_size or max(
-            settings.whatsapp_max_in_flight, min(1000, int(settings.whatsapp_rate_per_second))
+            settings.in_flight_limit(), min(1000, int(settings.whatsapp_rate_per_second))
         )
         self.batch_within = batch_within
         self.clock = clock
@@ -404,7 +404,7 @@ class WhatsAppConnector:
             first = groups[message_id][0]
             _current_event.set(weakref.ref(first.event))
             self.accepted.data[key] = stored
-            writes.append(self.accepted.send_changelog(first.origin.partition, key, stored))
+            writes.append(self._store(first.origin.partition, key, stored))
         await asyncio.gather(*writes)
         IN_DOUBT.labels(resolution="taken_by_meta").inc(len(found))
         IN_DOUBT.labels(resolution="sent_again").inc(len(markers) - len(found))
@@ -534,7 +534,7 @@ class WhatsAppConnector:
         # Step 3: the marker, on the broker before the call; then the call, with retries.
         marker = orjson.dumps({"sending_at": self.clock().isoformat()})
         self.accepted.data[table_key] = marker
-        await self.accepted.send_changelog(partition, table_key, marker)
+        await self._store(partition, table_key, marker)
         outcome = await self.send_with_retries(request)
         now = self.clock()
         if outcome.accepted:
@@ -542,7 +542,7 @@ class WhatsAppConnector:
             # Step 4: remember it before anything else, and wait for the broker to have it.
             stored = orjson.dumps({"wamid": outcome.wamid, "at": now.isoformat()})
             self.accepted.data[table_key] = stored
-            await self.accepted.send_changelog(partition, table_key, stored)
+            await self._store(partition, table_key, stored)
             event = delivery_event(
                 request, DeliveryStatus.ACCEPTED, wamid=outcome.wamid, occurred_at=now
             )
@@ -550,7 +550,7 @@ class WhatsAppConnector:
         else:
             # Meta refused it (or never answered): no marker, so a copy is evaluated again.
             self.accepted.data.pop(table_key, None)
-            pending.append(self.accepted.send_changelog(partition, table_key, None))
+            pending.append(asyncio.ensure_future(self._store(partition, table_key, None)))
             event = delivery_event(
                 request, DeliveryStatus.FAILED, occurred_at=now, error=failed_error(outcome)
             )
@@ -581,14 +581,28 @@ class WhatsAppConnector:
             await asyncio.sleep(self.backoff.delay(attempt))
             attempt += 1
 
+    def _producer(self) -> Any:
+        # aiokafka's producer itself: faust's Topic.send wraps every record in codecs,
+        # futures and callbacks, and its changelog buffer sends one record at a time; both
+        # were a visible share of a send's CPU (docs/BENCHMARKS.md, "Before/after").
+        return cast(Any, self.app.producer)._ensure_producer()
+
+    async def _store(self, partition: int, key: bytes, value: bytes | None) -> None:
+        """Write the table's changelog record for `key`; return once the broker has it."""
+        topic = self.accepted.changelog_topic.get_topic_name()
+        sent = await self._producer().send(topic, value, key=key, partition=partition)
+        meta = await sent
+        # What faust's own changelog callback does: a RocksDB store remembers how far the
+        # changelog is already in its local database.
+        cast(Any, self.accepted.data).set_persisted_offset(meta.topic_partition, meta.offset)
+
     async def _emit(self, event: DeliveryEvent, pending: list[Awaitable[Any]]) -> None:
+        # Partitioned by key (murmur2) as faust's send would: co-partitioned with the engine.
         pending.append(
-            await self.delivery_topic.send(
+            await self._producer().send(
+                self.delivery_topic.get_topic_name(),
+                event.model_dump_json().encode(),
                 key=event.profile_id.encode(),
-                value=event.model_dump_json().encode(),
-                key_serializer="raw",
-                value_serializer="raw",
-                force=True,
             )
         )
 

@@ -435,3 +435,38 @@ async def test_the_transport_leaves_content_decoding_to_httpx() -> None:
         await api.aclose()
         await server.close()
     assert (outcome.accepted, outcome.wamid) == (True, "wamid.GZ")
+
+
+async def test_cookies_an_answer_sets_are_not_kept_or_sent_back() -> None:
+    # The bearer token authenticates; a Set-Cookie from the API (or a proxy in front of
+    # it) must not ride along on the next calls.
+    seen: list[str | None] = []
+
+    def answer(req: httpx.Request) -> httpx.Response:
+        seen.append(req.headers.get("cookie"))
+        return httpx.Response(
+            200,
+            json={"messages": [{"id": f"wamid.{len(seen)}"}]},
+            headers={"set-cookie": "session=abc; Path=/"},
+        )
+
+    settings = Settings(
+        whatsapp_api_url="http://127.0.0.1:9", whatsapp_token=TOKEN, whatsapp_phone_number_id=PNID
+    )
+    api = CloudApiClient(settings, transport=httpx.MockTransport(answer))
+    try:
+        first = await api.send(request())
+        second = await api.send(request(message_id="m-2"))
+    finally:
+        await api.aclose()
+    assert first.accepted and second.accepted
+    assert seen == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("rate", "explicit", "limit"),
+    [(80.0, None, 64), (1000.0, None, 250), (300.0, None, 75), (1000.0, 32, 32)],
+)
+def test_calls_in_flight_scale_with_the_cap(rate: float, explicit: int | None, limit: int) -> None:
+    settings = Settings(whatsapp_rate_per_second=rate, whatsapp_max_in_flight=explicit)
+    assert settings.in_flight_limit() == limit
