@@ -79,6 +79,10 @@ class EngineTopics:
     http_requests: faust.TopicT
 
 
+class FlushFailed(Exception):
+    """A batch could not be committed; the worker is stopping (see EngineRuntime.flush)."""
+
+
 class BadRecord(Exception):
     """A record that cannot be processed; it goes to the dead-letter topic with `reason`."""
 
@@ -147,6 +151,7 @@ class EngineRuntime:
         self._pending = _Pending()
         self._in_flight: dict[str, tuple[faust.EventT[bytes], ProfileState]] = {}
         self._flush_lock = asyncio.Lock()
+        self._failed: Exception | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Future[None]] = set()
         self._source_topics = app.topic(
@@ -253,66 +258,84 @@ class EngineRuntime:
         deterministic message ids, which the connector refuses to send twice. A crash
         after the changelog flush but before the offset commit re-reads events whose
         ids the stored state already lists, so they are skipped as duplicates.
+
+        A flush that fails (Kafka gave up on a record after the producer's own retries)
+        stops the worker, and no later batch is committed meanwhile: later batches were
+        interpreted against the failed batch's states, and storing those would mark its
+        events as seen although their effects may never have been produced. The restart
+        reads every uncommitted record again.
         """
         async with self._flush_lock:
-            if self._flush_timer is not None:
-                self._flush_timer.cancel()
-                self._flush_timer = None
-            # Step 1
-            batch, pending = self._batch, self._pending
-            if not batch:
-                return
-            self._batch, self._pending = [], _Pending()
-            self._in_flight = pending.states
-            BATCH_SIZE.observe(len(batch))
-            # Step 2
-            # aiokafka's producer directly, whole batches per partition: faust's Topic.send
-            # wraps each record in codecs, sensors and callbacks, and aiokafka's send() costs
-            # a coroutine and a future per record (bench/profile_report.py, engine/produce.py).
-            producer = cast(Any, self.app.producer)._ensure_producer()
-            futures = await produce_batched(
-                producer,
-                [(topic.get_topic_name(), key, value) for topic, key, value in pending.effects],
-            )
-            if futures:
-                await asyncio.gather(*futures)
-            acked = time.monotonic()
-            for started in pending.send_started:
-                EVENT_TO_SEND.observe(acked - started)
-            # Step 3
-            # Produced like the effects, not through faust's send_changelog: its buffer
-            # sends one record at a time and filled up ("producer buffer full") at
-            # 1,000 events/s, holding every batch behind it.
-            changelog: list[tuple[str, bytes | None, bytes | None]] = []
-            partitions: list[int | None] = []
-            changelog_topic = self.profiles.changelog_topic.get_topic_name()
-            for profile_id, (event, state) in pending.states.items():
-                key, raw = profile_id.encode(), state_to_bytes(state)
-                # The RocksDB store picks its per-partition database from the current event.
-                _current_event.set(weakref.ref(event))
-                self.profiles.data[key] = raw
-                changelog.append((changelog_topic, key, raw))
-                partitions.append(event.message.partition)
-            _current_event.set(None)
-            if changelog:
-                sent = await produce_counted(producer, changelog, partitions)
-                await asyncio.gather(*(future for future, _ in sent))
-                for future, count in sent:
-                    # What faust's _on_changelog_sent does: RocksDB remembers how far the
-                    # changelog is already in the local database.
-                    meta = future.result()
-                    cast(Any, self.profiles.data).set_persisted_offset(
-                        meta.topic_partition, meta.offset + count - 1
-                    )
-            self._in_flight = {}
-            # Step 4
-            for profile_id, (_, state) in pending.states.items():
-                due = state.next_due()
-                self.timers.schedule(profile_id, due.timestamp() if due else None)
-            TIMERS_PENDING.set(len(self.timers))
-            # Step 5
-            for event in batch:
-                await stream.ack(event)
+            if self._failed is not None:
+                raise FlushFailed("an earlier batch failed to commit") from self._failed
+            try:
+                await self._flush_locked(stream)
+            except Exception as exc:
+                self._failed = exc
+                log.exception("batch commit failed: stopping the worker")
+                await self.app.crash(exc)
+                raise
+
+    async def _flush_locked(self, stream: faust.StreamT[bytes]) -> None:
+        """Steps 1 to 5 of `flush`, under its lock."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        # Step 1
+        batch, pending = self._batch, self._pending
+        if not batch:
+            return
+        self._batch, self._pending = [], _Pending()
+        self._in_flight = pending.states
+        BATCH_SIZE.observe(len(batch))
+        # Step 2
+        # aiokafka's producer directly, whole batches per partition: faust's Topic.send
+        # wraps each record in codecs, sensors and callbacks, and aiokafka's send() costs
+        # a coroutine and a future per record (bench/profile_report.py, engine/produce.py).
+        producer = cast(Any, self.app.producer)._ensure_producer()
+        futures = await produce_batched(
+            producer,
+            [(topic.get_topic_name(), key, value) for topic, key, value in pending.effects],
+        )
+        if futures:
+            await asyncio.gather(*futures)
+        acked = time.monotonic()
+        for started in pending.send_started:
+            EVENT_TO_SEND.observe(acked - started)
+        # Step 3
+        # Produced like the effects, not through faust's send_changelog: its buffer
+        # sends one record at a time and filled up ("producer buffer full") at
+        # 1,000 events/s, holding every batch behind it.
+        changelog: list[tuple[str, bytes | None, bytes | None]] = []
+        partitions: list[int | None] = []
+        changelog_topic = self.profiles.changelog_topic.get_topic_name()
+        for profile_id, (event, state) in pending.states.items():
+            key, raw = profile_id.encode(), state_to_bytes(state)
+            # The RocksDB store picks its per-partition database from the current event.
+            _current_event.set(weakref.ref(event))
+            self.profiles.data[key] = raw
+            changelog.append((changelog_topic, key, raw))
+            partitions.append(event.message.partition)
+        _current_event.set(None)
+        if changelog:
+            sent = await produce_counted(producer, changelog, partitions)
+            await asyncio.gather(*(future for future, _ in sent))
+            for future, count in sent:
+                # What faust's _on_changelog_sent does: RocksDB remembers how far the
+                # changelog is already in the local database.
+                meta = future.result()
+                cast(Any, self.profiles.data).set_persisted_offset(
+                    meta.topic_partition, meta.offset + count - 1
+                )
+        self._in_flight = {}
+        # Step 4
+        for profile_id, (_, state) in pending.states.items():
+            due = state.next_due()
+            self.timers.schedule(profile_id, due.timestamp() if due else None)
+        TIMERS_PENDING.set(len(self.timers))
+        # Step 5
+        for event in batch:
+            await stream.ack(event)
 
     def _process_record(self, event: faust.EventT[bytes], now: datetime, pending: _Pending) -> None:
         message = event.message

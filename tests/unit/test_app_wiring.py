@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
+from faust.exceptions import NotReady
 
 from engine.app import ShortFetchThread, create_app
+from engine.runtime import EngineRuntime, FlushFailed
 from schemas.settings import Settings
 
 
@@ -33,3 +36,37 @@ async def test_worker_consumer_fetch_wait_comes_from_settings(
 def test_fetch_wait_is_bounded() -> None:
     with pytest.raises(ValueError, match="kafka_fetch_max_wait_ms"):
         Settings(kafka_fetch_max_wait_ms=0)
+
+
+async def test_a_failed_flush_stops_the_worker_and_commits_nothing_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Later batches were interpreted against the failed batch's states: storing them would
+    # mark its events as seen although their effects may never have reached Kafka.
+    settings = Settings(data_dir=tmp_path, app_id=f"flush-{tmp_path.name}")
+    app = create_app(settings, frozenset({"engine"}), web=False)
+    runtime: EngineRuntime = app.runtime  # type: ignore[attr-defined]
+    crashes: list[BaseException] = []
+
+    async def crash(reason: BaseException) -> None:
+        crashes.append(reason)
+
+    monkeypatch.setattr(app, "crash", crash)
+    acked: list[Any] = []
+
+    class Stream:
+        async def ack(self, event: Any) -> None:
+            acked.append(event)
+
+    runtime._batch.append(cast(Any, "record-1"))
+    # The producer never started: step 2 fails, as a Kafka error would.
+    with pytest.raises(NotReady):
+        await runtime.flush(cast(Any, Stream()))
+    assert len(crashes) == 1 and isinstance(crashes[0], NotReady)
+
+    runtime._batch.append(cast(Any, "record-2"))
+    with pytest.raises(FlushFailed):
+        await runtime.flush(cast(Any, Stream()))
+    assert cast(list[Any], runtime._batch) == ["record-2"]  # not taken: never stored or acked
+    assert acked == []
+    assert len(crashes) == 1
