@@ -624,12 +624,22 @@ class EngineRuntime:
         due = self.timers.pop_due(time.time())
         if not due:
             return
-        futures = []
-        for profile_id, due_at in due:
-            futures.append(
-                await self.topics.timers.send(
-                    key=profile_id.encode(),
-                    value=orjson.dumps({"profile_id": profile_id, "due": due_at}),
-                )
+        # As the effects are: whole record batches per partition, keyed (murmur2) as
+        # faust's Topic.send would, so each tick lands on its profile's partition.
+        topic = self.topics.timers.get_topic_name()
+        try:
+            producer = cast(Any, self.app.producer)._ensure_producer()
+            futures = await produce_batched(
+                producer,
+                [
+                    (topic, pid.encode(), orjson.dumps({"profile_id": pid, "due": at}))
+                    for pid, at in due
+                ],
             )
-        await asyncio.gather(*futures)
+            await asyncio.gather(*futures)
+        except Exception:
+            # Not ticked: back into the index, so the next scan tries them again (a tick
+            # sent twice fires nothing twice).
+            for profile_id, due_at in due:
+                self.timers.schedule(profile_id, due_at)
+            raise

@@ -70,3 +70,16 @@ async def test_a_failed_flush_stops_the_worker_and_commits_nothing_after_it(
     assert cast(list[Any], runtime._batch) == ["record-2"]  # not taken: never stored or acked
     assert acked == []
     assert len(crashes) == 1
+
+
+async def test_timers_whose_ticks_were_not_produced_stay_due(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, app_id=f"ticks-{tmp_path.name}")
+    app = create_app(settings, frozenset({"engine"}), web=False)
+    runtime: EngineRuntime = app.runtime  # type: ignore[attr-defined]
+    runtime.definitions.ready.set()
+    runtime.timers.schedule("p-1", 1.0)
+    runtime.timers.schedule("p-2", 2.0)
+    # The producer never started: producing the ticks fails, as a Kafka error would.
+    with pytest.raises(NotReady):
+        await runtime._fire_timers()
+    assert sorted(runtime.timers.pop_due(10.0)) == [("p-1", 1.0), ("p-2", 2.0)]
