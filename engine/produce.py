@@ -21,10 +21,6 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 
-def partition_for(key: bytes, partitions: int) -> int:
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
-
-
 async def produce_batched(
     producer: AIOKafkaProducer,
     records: Iterable[tuple[str, bytes | None, bytes | None]],
@@ -45,6 +41,9 @@ async def produce_counted(
     future resolves to its first record's metadata, its last is that offset + count - 1."""
     cluster = producer.client.cluster
     counts: dict[str, int | None] = {}
+    # murmur2 is pure Python in aiokafka; a batch keys most of its records by a few
+    # profile ids (steps, send request, tick), so each key is hashed once per call.
+    hashed: dict[bytes, int] = {}
     builders: dict[tuple[str, int], list[Any]] = {}  # [builder, records in it]
     futures: list[tuple[Any, int]] = []
     chosen = iter(partitions) if partitions is not None else None
@@ -58,7 +57,10 @@ async def produce_counted(
             if key is None or count is None:
                 futures.append((await producer.send(topic, value, key=key), 1))
                 continue
-            partition = partition_for(key, count)
+            hash_ = hashed.get(key)
+            if hash_ is None:
+                hash_ = hashed[key] = int(murmur2(key) & 0x7FFFFFFF)
+            partition = hash_ % count
         where = (topic, partition)
         entry = builders.get(where)
         if entry is None:
