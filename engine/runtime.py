@@ -292,7 +292,7 @@ class EngineRuntime:
         # aiokafka's producer directly, whole batches per partition: faust's Topic.send
         # wraps each record in codecs, sensors and callbacks, and aiokafka's send() costs
         # a coroutine and a future per record (bench/profile_report.py, engine/produce.py).
-        producer = cast(Any, self.app.producer)._ensure_producer()
+        producer = self._producer()
         futures = await produce_batched(
             producer,
             [(topic.get_topic_name(), key, value) for topic, key, value in pending.effects],
@@ -336,6 +336,10 @@ class EngineRuntime:
         # Step 5
         for event in batch:
             await stream.ack(event)
+
+    def _producer(self) -> Any:
+        """aiokafka's producer under faust's (started with the app)."""
+        return cast(Any, self.app.producer)._ensure_producer()
 
     def _process_record(self, event: faust.EventT[bytes], now: datetime, pending: _Pending) -> None:
         message = event.message
@@ -628,7 +632,7 @@ class EngineRuntime:
         # faust's Topic.send would, so each tick lands on its profile's partition.
         topic = self.topics.timers.get_topic_name()
         try:
-            producer = cast(Any, self.app.producer)._ensure_producer()
+            producer = self._producer()
             futures = await produce_batched(
                 producer,
                 [

@@ -403,7 +403,6 @@ class WhatsAppConnector:
             )
             first = groups[message_id][0]
             _current_event.set(weakref.ref(first.event))
-            self.accepted.data[key] = stored
             writes.append(self._store(first.origin.partition, key, stored))
         await asyncio.gather(*writes)
         IN_DOUBT.labels(resolution="taken_by_meta").inc(len(found))
@@ -533,7 +532,6 @@ class WhatsAppConnector:
 
         # Step 3: the marker, on the broker before the call; then the call, with retries.
         marker = orjson.dumps({"sending_at": self.clock().isoformat()})
-        self.accepted.data[table_key] = marker
         await self._store(partition, table_key, marker)
         outcome = await self.send_with_retries(request)
         now = self.clock()
@@ -541,7 +539,6 @@ class WhatsAppConnector:
             assert outcome.wamid is not None
             # Step 4: remember it before anything else, and wait for the broker to have it.
             stored = orjson.dumps({"wamid": outcome.wamid, "at": now.isoformat()})
-            self.accepted.data[table_key] = stored
             await self._store(partition, table_key, stored)
             event = delivery_event(
                 request, DeliveryStatus.ACCEPTED, wamid=outcome.wamid, occurred_at=now
@@ -549,7 +546,6 @@ class WhatsAppConnector:
             status = "accepted"
         else:
             # Meta refused it (or never answered): no marker, so a copy is evaluated again.
-            self.accepted.data.pop(table_key, None)
             pending.append(asyncio.ensure_future(self._store(partition, table_key, None)))
             event = delivery_event(
                 request, DeliveryStatus.FAILED, occurred_at=now, error=failed_error(outcome)
@@ -587,8 +583,16 @@ class WhatsAppConnector:
         # were a visible share of a send's CPU (docs/BENCHMARKS.md, "Before/after").
         return cast(Any, self.app.producer)._ensure_producer()
 
-    async def _store(self, partition: int, key: bytes, value: bytes | None) -> None:
-        """Write the table's changelog record for `key`; return once the broker has it."""
+    def _store(self, partition: int, key: bytes, value: bytes | None) -> Awaitable[None]:
+        """Write `key` to the table now (None: delete it); await the result for the broker
+        to have the changelog record."""
+        if value is None:
+            self.accepted.data.pop(key, None)
+        else:
+            self.accepted.data[key] = value
+        return self._write_changelog(partition, key, value)
+
+    async def _write_changelog(self, partition: int, key: bytes, value: bytes | None) -> None:
         topic = self.accepted.changelog_topic.get_topic_name()
         sent = await self._producer().send(topic, value, key=key, partition=partition)
         meta = await sent
