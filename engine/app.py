@@ -31,7 +31,8 @@ class ShortFetchThread(faust_aiokafka.AIOKafkaConsumerThread):
     buffered asks only for idle ones (timers, campaign runs) and the broker holds it for
     the whole wait, while records pile up on the busy partitions. At 1,000 events/s with
     a connector beside the engine, that stall came back every few seconds and kept a
-    standing lag of 1.5-3 s (docs/BENCHMARKS.md, "Before/after").
+    standing lag of 1.5-3 s (docs/BENCHMARKS.md, "Before/after"). Not below 250 ms by
+    default: at 50 ms faust's changelog recovery hung after a rebalance in 2 of 4 runs.
     """
 
     def _create_worker_consumer(self, transport: Any) -> Any:
