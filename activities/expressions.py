@@ -1,6 +1,6 @@
 """Safe CEL evaluation for conditions and template parameters, one error type for every failure.
 
-Callers build one `Variables` per activity run; its CEL context is converted once and reused.
+Callers build one `Variables` per activity run; each expression sees only the variables it names.
 """
 
 from __future__ import annotations
@@ -25,21 +25,52 @@ class ExpressionError(Exception):
 
 
 class Variables:
-    """The variables of one activity run; the CEL-side conversion is done once, on first use."""
+    """The variables of one activity run; converted to CEL values only as expressions need them.
 
-    __slots__ = ("_context", "programs", "values")
+    Converting Python values into CEL values is most of an evaluation's cost (a small
+    nested map costs more than running the expression), so each expression gets a context
+    holding only the variables it names (`profile`, `event`, ...), built once per set of
+    names and reused by the run's other expressions that name the same ones.
+    """
+
+    __slots__ = ("_contexts", "programs", "values")
 
     def __init__(self, values: dict[str, Any], programs: Mapping[str, Any] | None = None) -> None:
         self.values = values
         # Programs compiled when the journey was deployed; others come from the shared cache.
         self.programs: Mapping[str, Any] = programs or {}
-        self._context: Any = None
+        self._contexts: dict[frozenset[str] | None, Any] = {}
 
-    def context(self) -> Any:
-        # Converting Python values into CEL values is most of an evaluation's cost.
-        if self._context is None:
-            self._context = cel.Context(self.values)
-        return self._context
+    def context(self, names: frozenset[str] | None = None) -> Any:
+        """A CEL context of the variables in `names` (all of them when None)."""
+        context = self._contexts.get(names)
+        if context is None:
+            values = self.values
+            if names is not None:
+                values = {name: values[name] for name in names if name in values}
+            context = self._contexts[names] = cel.Context(values)
+        return context
+
+
+# The variables each expression source names, found by the binding's static analysis.
+# None: unknown (a program without `variables()`), so the context holds every variable.
+_REFERENCED: dict[str, frozenset[str] | None] = {}
+_REFERENCED_MAX = 8192
+
+
+def referenced_names(source: str, program: Any) -> frozenset[str] | None:
+    """The top-level variables `program` reads (comprehension variables included), cached."""
+    try:
+        return _REFERENCED[source]
+    except KeyError:
+        pass
+    try:
+        names: frozenset[str] | None = frozenset(program.variables())
+    except Exception:  # not the binding's Program (a test double): give it everything
+        names = None
+    if len(_REFERENCED) < _REFERENCED_MAX:
+        _REFERENCED[source] = names
+    return names
 
 
 def event_variables(event: EventContext | None) -> dict[str, Any]:
@@ -100,9 +131,9 @@ def evaluate(source: str, variables: Variables | Mapping[str, Any]) -> Any:
         except ValueError as exc:
             raise ExpressionError(source, str(exc)) from None
     try:
-        return program.execute(
-            variables.context() if isinstance(variables, Variables) else dict(variables)
-        )
+        if isinstance(variables, Variables):
+            return program.execute(variables.context(referenced_names(source, program)))
+        return program.execute(dict(variables))
     except KeyError as exc:
         # A missing map key is the common case: name it, and point at has().
         raise ExpressionError(

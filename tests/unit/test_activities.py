@@ -234,6 +234,22 @@ def test_precompiled_programs_are_used_before_the_shared_cache():
     assert evaluate("1 + 1", Variables({})) == 2
 
 
+def test_an_expression_converts_only_the_variables_it_names():
+    class Unconvertible:
+        pass
+
+    # A value CEL cannot take fails only the expressions that read it.
+    variables = Variables({"profile": {"tier": "gold"}, "context": {"x": Unconvertible()}})
+    assert evaluate('profile.tier == "gold"', variables) is True
+    with pytest.raises(ExpressionError):
+        evaluate("has(context.x)", variables)
+    # One conversion per set of names, shared by the run's expressions.
+    first = variables.context(frozenset({"profile"}))
+    assert evaluate("size(profile) == 1", variables) is True
+    assert variables.context(frozenset({"profile"})) is first
+    assert variables.context(frozenset({"profile", "now"})) is not first
+
+
 # --- entry ------------------------------------------------------------------------------
 
 
