@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from activities.base import StepContext, StepOutcome
 from activities.expressions import ExpressionError
-from schemas.common import format_duration
+from schemas.common import construct, format_duration
 from schemas.journey import FrequencyCap, QuietHours, WhatsAppActivity
 from schemas.messages import (
     DeliveryError,
@@ -73,7 +73,8 @@ def run(ctx: StepContext, activity: WhatsAppActivity, now: datetime) -> StepOutc
         return _skip(ctx, activity, mid, now, SkipReason.FREQUENCY_CAPPED, title, activity.next)
     consent = ctx.profile.get("whatsapp_consent")
     phone = ctx.profile.get("phone")
-    send = SendRequest.model_construct(
+    send = construct(
+        SendRequest,
         message_id=mid,
         journey_id=journey.id,
         journey_version=ctx.version,
@@ -87,6 +88,10 @@ def run(ctx: StepContext, activity: WhatsAppActivity, now: datetime) -> StepOutc
         media=media,
         requested_at=now,
         trigger_at=ctx.trigger_at,
+        channel="whatsapp",
+        kind="template",
+        text=None,
+        phone_number_id=None,
     )
     detail = "delayed by quiet hours" if ctx.resumed else None
     return StepOutcome(outcome="sent", next=activity.next, detail=detail, send=send, message_id=mid)
@@ -121,7 +126,8 @@ def render(
 ) -> tuple[RenderedParameters, RenderedMedia | None]:
     """Every header, body and button parameter and the media link, as text."""
     params = activity.parameters
-    rendered = RenderedParameters.model_construct(
+    rendered = construct(
+        RenderedParameters,
         header=[_render(ctx, "header", i, src) for i, src in enumerate(params.header, 1)],
         body=[_render(ctx, "body", i, src) for i, src in enumerate(params.body, 1)],
         buttons=[_render(ctx, "button", i, src) for i, src in enumerate(params.buttons, 1)],
@@ -129,7 +135,7 @@ def render(
     media = None
     if activity.media is not None:
         link = _render(ctx, "media link", None, activity.media.link)
-        media = RenderedMedia.model_construct(type=activity.media.type, link=link)
+        media = construct(RenderedMedia, type=activity.media.type, link=link)
     return rendered, media
 
 
@@ -174,7 +180,8 @@ def _skip(
     title: str,
     next_id: str,
 ) -> StepOutcome:
-    delivery = DeliveryEvent.model_construct(
+    delivery = construct(
+        DeliveryEvent,
         message_id=mid,
         wamid=None,
         journey_id=ctx.journey.id,
@@ -185,7 +192,7 @@ def _skip(
         template=activity.template,
         language=activity.language,
         status=DeliveryStatus.SKIPPED,
-        error=DeliveryError.model_construct(code=None, title=title, retriable=False, reason=reason),
+        error=construct(DeliveryError, code=None, title=title, retriable=False, reason=reason),
         occurred_at=now,
     )
     return StepOutcome(

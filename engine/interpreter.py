@@ -78,7 +78,7 @@ from activities import whatsapp as whatsapp_activity
 from activities.expressions import ExpressionError
 from engine.catalog import CompiledJourney, JourneyCatalog
 from schemas.campaign import AudienceTick
-from schemas.common import format_duration
+from schemas.common import construct, format_duration
 from schemas.events import ProfileEvent
 from schemas.messages import DeliveryEvent, DeliveryStatus, SendRequest
 from schemas.state import EventContext, JourneyHistory, JourneyInstance, ProfileState
@@ -148,7 +148,8 @@ class ProcessResult:
 
 
 def new_profile_state(profile_id: str) -> ProfileState:
-    return ProfileState.model_construct(
+    return construct(
+        ProfileState,
         profile_id=profile_id,
         attributes={},
         seen_event_ids=[],
@@ -177,8 +178,12 @@ def apply_event(
     run = _Run(state, catalog, now)
     _fire_due_timers(run)
     run.event_id = event.event_id
-    trigger = EventContext.model_construct(
-        event_id=event.event_id, type=event.type, data=event.data, occurred_at=event.occurred_at
+    trigger = construct(
+        EventContext,
+        event_id=event.event_id,
+        type=event.type,
+        data=event.data,
+        occurred_at=event.occurred_at,
     )
     qualifying = catalog.qualifications() if event.attributes is not None else []
     # An unknown profile matched nothing before; evaluate before the merge changes attributes.
@@ -221,7 +226,8 @@ def apply_audience(
 
 def audience_entry_event(tick: AudienceTick) -> EventContext:
     """The synthetic entry event of an instance admitted by an audience run."""
-    return EventContext.model_construct(
+    return construct(
+        EventContext,
         event_id=f"run:{tick.journey_id}:{tick.run_id}",
         type=AUDIENCE_EVENT_TYPE,
         data={"run_id": tick.run_id, "context": tick.context},
@@ -314,7 +320,8 @@ def delivery_to_event(delivery: DeliveryEvent) -> ProfileEvent:
     """A delivery status as the profile event that journeys wait for (`whatsapp.read`, ...)."""
     status = DeliveryStatus(delivery.status).value
     error = delivery.error.model_dump(mode="json", exclude_none=True) if delivery.error else None
-    return ProfileEvent.model_construct(
+    return construct(
+        ProfileEvent,
         event_id=f"delivery:{delivery.message_id}:{status}",
         type=f"whatsapp.{status}",
         profile_id=delivery.profile_id,
@@ -547,7 +554,8 @@ def _new_instance(
     state, now, definition = run.state, run.now, compiled.definition
     history = state.history.get(compiled.journey_id)
     entry_no = (history.entries if history is not None else 0) + 1
-    return JourneyInstance.model_construct(
+    return construct(
+        JourneyInstance,
         instance_id=f"{compiled.journey_id}:{compiled.version}:{state.profile_id}:{entry_no}",
         journey_id=compiled.journey_id,
         version=compiled.version,
@@ -560,6 +568,7 @@ def _new_instance(
         entered_at=now,
         step_entered_at=now,
         deadline=now + definition.timeout,
+        steps=0,
         entry_event=entry_event,
         pending_message_id=None,
     )
@@ -698,7 +707,8 @@ def _step(
     reason: ExitReason | None = None,
 ) -> None:
     run.effects.steps.append(
-        JourneyStepEvent.model_construct(
+        construct(
+            JourneyStepEvent,
             kind=kind,
             journey_id=instance.journey_id,
             journey_version=instance.version,
@@ -720,8 +730,8 @@ def _step(
 def _history(run: _Run, journey_id: str) -> JourneyHistory:
     history = run.state.history.get(journey_id)
     if history is None:
-        history = JourneyHistory.model_construct(
-            entries=0, last_entered_at=None, last_exited_at=None, visits={}, runs=[]
+        history = construct(
+            JourneyHistory, entries=0, last_entered_at=None, last_exited_at=None, visits={}, runs=[]
         )
         run.state.history[journey_id] = history
     return history

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import cel
@@ -22,6 +22,26 @@ from pydantic import (
     PlainSerializer,
     WithJsonSchema,
 )
+
+_M = TypeVar("_M", bound=BaseModel)
+_set = object.__setattr__
+
+
+def construct(cls: type[_M], /, **values: Any) -> _M:
+    """`cls.model_construct(**values)` for trusted values that name every field.
+
+    pydantic's model_construct walks every field in Python to fill in defaults; the
+    interpreter builds a dozen models per event, all with every field given, so this
+    skips the walk. Values that leave a field out go to model_construct, defaults and all.
+    """
+    if values.keys() != cls.__pydantic_fields__.keys():
+        return cls.model_construct(**values)
+    model = cls.__new__(cls)
+    _set(model, "__dict__", values)
+    _set(model, "__pydantic_fields_set__", set(values))
+    _set(model, "__pydantic_extra__", None)
+    _set(model, "__pydantic_private__", None)
+    return model
 
 
 class StrictModel(BaseModel):
