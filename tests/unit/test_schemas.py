@@ -254,3 +254,26 @@ def test_three_nested_comprehensions_are_refused_at_load_time() -> None:
     with pytest.raises(ValueError, match="nests 3 comprehensions"):
         compile_expression("[1].all(a, [2].all(b, [3].all(c, true)))")
     assert compile_expression("x.exists(i, i.tags.exists(t, t == 'a'))") is not None
+
+
+def test_construct_matches_model_construct_and_fills_defaults_when_fields_are_missing():
+    from schemas.common import construct
+    from schemas.state import JourneyHistory
+
+    full = {
+        "entries": 2,
+        "last_entered_at": None,
+        "last_exited_at": None,
+        "visits": {"a": 1},
+        "runs": [],
+    }
+    fast = construct(JourneyHistory, **full)
+    assert fast == JourneyHistory.model_construct(**full)
+    assert fast.model_dump(mode="json") == JourneyHistory.model_validate(full).model_dump(
+        mode="json"
+    )
+    assert fast.model_fields_set == set(full)
+    fast.entries += 1  # assignment still goes through pydantic's __setattr__
+    assert fast.entries == 3
+    partial = construct(JourneyHistory, entries=1)
+    assert partial.visits == {} and partial.runs == [] and partial.last_entered_at is None
