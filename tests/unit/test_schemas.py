@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -260,7 +261,7 @@ def test_construct_matches_model_construct_and_fills_defaults_when_fields_are_mi
     from schemas.common import construct
     from schemas.state import JourneyHistory
 
-    full = {
+    full: dict[str, Any] = {
         "entries": 2,
         "last_entered_at": None,
         "last_exited_at": None,
