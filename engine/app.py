@@ -20,6 +20,7 @@ from engine.topics import ensure_topics
 from schemas.settings import Settings
 
 ROLES = frozenset({"engine", "whatsapp", "http"})
+RECOVERY_FETCH_MAX_WAIT_MS = 1500  # faust's own fetch wait, kept while tables recover
 
 
 class ShortFetchThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -31,8 +32,11 @@ class ShortFetchThread(faust_aiokafka.AIOKafkaConsumerThread):
     buffered asks only for idle ones (timers, campaign runs) and the broker holds it for
     the whole wait, while records pile up on the busy partitions. At 1,000 events/s with
     a connector beside the engine, that stall came back every few seconds and kept a
-    standing lag of 1.5-3 s (docs/BENCHMARKS.md, "Before/after"). Not below 250 ms by
-    default: at 50 ms faust's changelog recovery hung after a rebalance in 2 of 4 runs.
+    standing lag of 1.5-3 s (docs/BENCHMARKS.md, "Before/after"). The short wait is for
+    steady processing only: from a new assignment until its changelog recovery ends, the
+    fetch waits faust's own 1,500 ms (`SeekingConsumer`), the setting faust's recovery is
+    built and tested with; at 50 ms throughout, that recovery was once seen to hang after a
+    rebalance.
     """
 
     def _create_worker_consumer(self, transport: Any) -> Any:
@@ -61,7 +65,16 @@ class SeekingConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ShortFetchThread(self, loop=self.loop, beacon=self.beacon)
 
+    def _set_fetch_wait(self, ms: int) -> None:
+        """The broker wait of the next fetches (aiokafka reads it for each request)."""
+        fetcher = getattr(getattr(self._thread, "_consumer", None), "_fetcher", None)
+        if fetcher is not None:
+            fetcher._fetch_max_wait_ms = ms
+
     async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
+        # Recovery reads the changelogs with faust's own wait; perform_seek, the last step
+        # of every recovery, puts the short one back.
+        self._set_fetch_wait(RECOVERY_FETCH_MAX_WAIT_MS)
         # The fetch loop records the offset of the record it was delivering when the
         # revocation stopped it, after the revocation forgot the partition's read offset;
         # faust then silently drops every record below that offset in the next generation.
@@ -72,6 +85,7 @@ class SeekingConsumer(faust_aiokafka.Consumer):
     async def perform_seek(self) -> None:
         self.stop_flow()
         await super().perform_seek()
+        self._set_fetch_wait(cast(EngineTransport, self.transport).fetch_max_wait_ms)
         # aiokafka's seek_to_committed skips a partition whose committed offset is None or 0.
         uncommitted = [
             TopicPartition(tp.topic, tp.partition)
@@ -92,7 +106,7 @@ class EngineTransport(faust_aiokafka.Transport):
     """The aiokafka transport with `SeekingConsumer` and its fetch wait."""
 
     Consumer = SeekingConsumer
-    fetch_max_wait_ms = 1500  # faust's own; create_app sets KAFKA_FETCH_MAX_WAIT_MS
+    fetch_max_wait_ms = RECOVERY_FETCH_MAX_WAIT_MS  # create_app sets KAFKA_FETCH_MAX_WAIT_MS
 
 
 def _broker_credentials(settings: Settings) -> Any:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 from faust.exceptions import NotReady
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from engine.app import ShortFetchThread, create_app
+from engine.app import RECOVERY_FETCH_MAX_WAIT_MS, ShortFetchThread, create_app
 from engine.runtime import EngineRuntime, FlushFailed
 from schemas.settings import Settings
 
@@ -31,6 +33,38 @@ async def test_worker_consumer_fetch_wait_comes_from_settings(
     consumer = thread._create_worker_consumer(app.transport)
     assert consumer._fetch_max_wait_ms == 37
     assert consumer._group_id == settings.app_id  # still faust's worker consumer
+
+
+async def test_recovery_fetches_with_fausts_wait_and_processing_with_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # faust's changelog recovery is built for its own 1,500 ms; the short wait is put
+    # back by perform_seek, the last step of every recovery.
+    settings = Settings(
+        kafka_fetch_max_wait_ms=37, data_dir=tmp_path, app_id=f"recovery-{tmp_path.name}"
+    )
+    app = create_app(settings, frozenset({"engine"}), web=False)
+    consumer: Any = app.consumer
+    fetcher = SimpleNamespace(_fetch_max_wait_ms=37)
+    monkeypatch.setattr(
+        consumer, "_thread", SimpleNamespace(_consumer=SimpleNamespace(_fetcher=fetcher))
+    )
+    monkeypatch.setattr(consumer, "assignment", lambda: set())
+    calls: list[str] = []
+
+    async def assigned(self: Any, assigned: set[Any], generation_id: int = 0) -> None:
+        calls.append(f"assigned:{fetcher._fetch_max_wait_ms}")
+
+    async def seek(self: Any) -> None:
+        calls.append(f"seek:{fetcher._fetch_max_wait_ms}")
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "on_partitions_assigned", assigned)
+    monkeypatch.setattr(faust_aiokafka.Consumer, "perform_seek", seek)
+    await consumer.on_partitions_assigned(set(), 1)
+    assert fetcher._fetch_max_wait_ms == RECOVERY_FETCH_MAX_WAIT_MS == 1500
+    await consumer.perform_seek()
+    assert fetcher._fetch_max_wait_ms == 37
+    assert calls == ["assigned:1500", "seek:1500"]
 
 
 def test_fetch_wait_is_bounded() -> None:
