@@ -33,6 +33,7 @@ from bench.common import (
     send_request,
     worker,
 )
+from bench.engine_bench import start_profiler, stop_profiler
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class ConnectorConfig:
     bare_calls: int = 10_000
     timeout: float = 300.0
     root: Path = ROOT  # the source tree the connector runs from
+    profiler: str | None = None  # "py-spy": an extra, unmeasured four-number phase under it
 
 
 def sustained_rate(times: list[float], trim: float = 0.05) -> float:
@@ -162,7 +164,32 @@ async def run(broker: Broker, cfg: ConnectorConfig, log_dir: Path) -> dict[str, 
                     broker, stack, sandbox, connector, numbers, count, f"n{numbers}", cfg.timeout
                 )
             )
-        return {"bare_http": baseline, "phases": phases, "cap_per_number": cfg.cap}
+        profile = None
+        if cfg.profiler == "py-spy":
+            # A phase of its own: the sampler slows the worker, so it is never a measured one.
+            numbers = max(cfg.numbers)
+            out = log_dir / "connector-py-spy.txt"
+            spy = start_profiler(connector.pid, out)
+            try:
+                await phase(
+                    broker,
+                    stack,
+                    sandbox,
+                    connector,
+                    numbers,
+                    int(cfg.cap * numbers * cfg.seconds),
+                    f"prof{numbers}",
+                    cfg.timeout,
+                )
+            finally:
+                stop_profiler(spy)
+            profile = str(out)
+        return {
+            "bare_http": baseline,
+            "phases": phases,
+            "cap_per_number": cfg.cap,
+            "profile": profile,
+        }
     finally:
         if connector is not None:
             connector.stop()

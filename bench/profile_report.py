@@ -71,6 +71,13 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("producing effects (flush: Topic.send)", ("EngineRuntime.flush;Topic.send",)),
     ("rest of flush (table writes, acks)", ("EngineRuntime.flush",)),
     ("timer ticks (_fire_timers)", ("EngineRuntime._fire_timers",)),
+    # The WhatsApp connector's worker.
+    ("Cloud API call (CloudApiClient.send)", ("CloudApiClient.send",)),
+    ("table and changelog writes (_store)", ("WhatsAppConnector._store", "._write_changelog")),
+    ("delivery events (_emit)", ("WhatsAppConnector._emit",)),
+    ("request parsing (_parse)", ("WhatsAppConnector._parse",)),
+    ("rest of a request (handle: table, policy)", ("WhatsAppConnector.handle",)),
+    ("batch handling and acks (_run_batch)", ("WhatsAppConnector._run_batch",)),
     ("aiokafka sender (produce requests)", ("Sender.",)),
     ("logging", ("Logger.",)),
     ("garbage collector", ("gc_collect",)),

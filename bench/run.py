@@ -91,7 +91,9 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     parser.add_argument(
         "--runs", type=int, default=None, help="engine runs (baseline + worker each)"
     )
-    parser.add_argument("--profile", action="store_true", help="py-spy on an extra engine run")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy on an extra engine run and connector phase"
+    )
     parser.add_argument(
         "--root",
         type=Path,
@@ -199,6 +201,7 @@ async def run_all(plan: Plan, broker: Broker, log_dir: Path) -> None:
             seconds=plan.duration(10, 3),
             bare_calls=plan.count(10_000, 3_000),
             root=plan.root,
+            profiler="py-spy" if plan.profile else None,
         )
         await _timed(plan, "connector", connector_bench.run(broker, con, log_dir))
     if "report" in plan.only:
@@ -361,6 +364,12 @@ def render(plan: Plan, machine: dict[str, Any], broker: Broker, started: datetim
     lines += _connector_section(r.get("connector"))
     lines += _report_section(r.get("report"))
     lines += _profile_section(r.get("engine"))
+    lines += _profile_section(
+        r.get("connector"),
+        what="connector worker",
+        run="an extra four-number connector phase, not one of the measured phases",
+        code=_CONNECTOR_CODE,
+    )
     lines += ["## Durations", "", "| benchmark | seconds |", "| --- | --- |"]
     lines += [f"| {name} | {secs:,.0f} |" for name, secs in plan.seconds.items()]
     lines.append("")
@@ -579,34 +588,43 @@ def _report_section(rep: dict[str, Any] | None) -> list[str]:
     return out
 
 
-def _profile_section(e: dict[str, Any] | None) -> list[str]:
+_ENGINE_CODE = ("engine/", "activities/", "schemas/", "pydantic", "orjson")
+_CONNECTOR_CODE = ("connectors/", "schemas/", "pydantic", "orjson", "httpx", "aiohttp/")
+
+
+def _profile_section(
+    e: dict[str, Any] | None,
+    *,
+    what: str = "engine worker",
+    run: str = "an extra engine run, not one of the measured runs",
+    code: tuple[str, ...] = _ENGINE_CODE,
+) -> list[str]:
     if not e or not e.get("profile"):
         return []
     path = Path(e["profile"])
     if not path.exists():
         return []
     out = [
-        "## Profile of the engine worker",
+        f"## Profile of the {what}",
         "",
-        "py-spy (`record --native --rate 100`) on an extra engine run, not one of the "
-        f"measured runs; raw stacks in `{path.relative_to(ROOT)}` "
-        "(`python -m bench.profile_report FILE` summarises them).",
+        f"py-spy (`record --native --rate 100`) on {run}; raw stacks in "
+        f"`{path.relative_to(ROOT)}` (`python -m bench.profile_report FILE` summarises them).",
         "",
         "| where the samples went | share |",
         "| --- | --- |",
     ]
     out += [f"| {name} | {share:.1f}% |" for name, share in categories(path)]
     summary = summarize(path, top=400)
-    engine = [
+    ours = [
         (name, n)
         for name, n in summary.inclusive
-        if any(p in name for p in ("engine/", "activities/", "schemas/", "pydantic", "orjson"))
+        if any(p in name for p in code)
         and not any(p in name for p in ("engine/cli.py", "engine/app.py", "._agent"))
     ][:15]
-    if engine:
-        out += ["", "| project and pydantic functions (inclusive) | share |", "| --- | --- |"]
+    if ours:
+        out += ["", "| project and library functions (inclusive) | share |", "| --- | --- |"]
         total = max(summary.samples, 1)
-        out += [f"| `{name}` | {100 * n / total:.1f}% |" for name, n in engine]
+        out += [f"| `{name}` | {100 * n / total:.1f}% |" for name, n in ours]
     out.append("")
     return out
 
