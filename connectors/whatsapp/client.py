@@ -3,25 +3,28 @@
 It builds Meta's message payload, classifies every answer as accepted, retriable or final,
 and counts sends in Prometheus. It never retries or paces by itself: the connector does.
 
-The client is an httpx.AsyncClient whose transport is aiohttp's connection pool
-(`AiohttpTransport`). httpx's own transport (httpcore 1.0.9) spent 0.7 ms of CPU per call
-with 4 connections and 4 ms with 64 (pool bookkeeping that grows with the square of the
-connections, and a failing `import sniffio` on every call): 190-1,300 calls/s for a whole
-core, short of Meta's 1,000/s cap once the worker has Kafka to do too. aiohttp's pool
-costs 0.15-0.2 ms a call (2026-11-24, 2-core VM, 2,000-3,000 POSTs to the sandbox on
-loopback with 4-64 calls in flight).
+Calls go straight through aiohttp's connection pool (`AiohttpPoster`). httpx's own
+transport (httpcore 1.0.9) spent 0.7 ms of CPU per call with 4 connections and 4 ms with
+64 (2026-11-24), so session 1 put aiohttp under httpx as its transport. httpx's client
+layer on top of it still cost a third of the call and left 25 objects in reference cycles
+per call (its Response and the stream bound to it), which the garbage collector had to
+find: 224 µs of CPU and 25 cyclic objects per call through httpx, 145 µs and none
+straight through aiohttp (2026-12-07, 500 calls to the bench sandbox, 16 in flight). A
+custom httpx transport (`transport=`, e.g. httpx.MockTransport in tests) still goes
+through an httpx client (`HttpxPoster`).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import httpx
 import orjson
 import structlog
+import yarl
 from prometheus_client import Counter
 
 from connectors.whatsapp.policy import mask_phone, mask_phones_in
@@ -175,29 +178,56 @@ def build_message(request: SendRequest) -> dict[str, Any]:
     return body
 
 
-def _parse_error(response: httpx.Response) -> tuple[int | None, str, str | None]:
+def _parse_error(status: int, content: bytes) -> tuple[int | None, str, str | None]:
     try:
-        data = orjson.loads(response.content)
+        data = orjson.loads(content)
         error = data["error"]
         code = error.get("code")
         details = (error.get("error_data") or {}).get("details")
         title = str(error.get("error_user_title") or error.get("message") or "")
         # Meta's message reads "(#131026) Message undeliverable"; the code has its own field.
-        title = _CODE_PREFIX.sub("", title) or f"HTTP {response.status_code}"
+        title = _CODE_PREFIX.sub("", title) or f"HTTP {status}"
         return (code if isinstance(code, int) else None), title, details
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-        return None, f"HTTP {response.status_code}", None
+        return None, f"HTTP {status}", None
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """An httpx transport over one aiohttp connection pool of at most `max_connections`.
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds: to get a pooled connection, to open one, and between bytes of the answer."""
 
-    Timeouts come from httpx (the client's `timeout`, per request); aiohttp failures are
-    raised as the matching httpx exceptions, so callers only ever handle httpx's.
+    pool: float
+    connect: float
+    read: float
+
+
+class Poster(Protocol):
+    """POSTs one JSON body and returns (HTTP status, body).
+
+    Failures are raised as httpx's exceptions: httpx.TimeoutException for a timeout and
+    httpx.TransportError for any other failure to get an answer.
     """
 
-    def __init__(self, *, max_connections: int) -> None:
+    async def post(self, url: str, body: bytes) -> tuple[int, bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class AiohttpPoster:
+    """Calls through one aiohttp connection pool of at most `max_connections`."""
+
+    def __init__(
+        self, *, headers: dict[str, str], timeouts: Timeouts, max_connections: int
+    ) -> None:
+        self._headers = headers
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=timeouts.pool,
+            sock_connect=timeouts.connect,
+            sock_read=timeouts.read,
+        )
         self._max_connections = max_connections
+        self._urls: dict[str, yarl.URL] = {}
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
@@ -205,46 +235,40 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections, keepalive_timeout=30, enable_cleanup_closed=True
             )
-            # httpx decodes the body from the response headers, so aiohttp must not.
+            # The Cloud API authenticates by the bearer token and sets no cookie the client
+            # needs: a Set-Cookie from the API or a proxy must not ride along on later calls.
             self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, trust_env=False
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
             )
         return self._session
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        limits = request.extensions.get("timeout", {})
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=limits.get("pool"),
-            sock_connect=limits.get("connect"),
-            sock_read=limits.get("read"),
-        )
-        body = await request.aread()
+    def _url(self, url: str) -> yarl.URL:
+        # Parsed once per business number: URL parsing is a visible share of a call's CPU.
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = self._urls[url] = yarl.URL(url)
+        return parsed
+
+    async def post(self, url: str, body: bytes) -> tuple[int, bytes]:
         try:
-            async with self._open().request(
-                request.method,
-                str(request.url),
-                headers=[
-                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
-                ],
-                data=body or None,
-                timeout=timeout,
+            async with self._open().post(
+                self._url(url),
+                data=body,
+                headers=self._headers,
+                timeout=self._timeout,
                 allow_redirects=False,
             ) as response:
-                content = await response.read()
-                headers = list(response.raw_headers)
-                status = response.status
+                return response.status, await response.read()
         except aiohttp.ConnectionTimeoutError as exc:
-            raise httpx.ConnectTimeout(str(exc) or "connect timeout", request=request) from exc
+            raise httpx.ConnectTimeout(str(exc) or "connect timeout") from exc
         except TimeoutError as exc:  # aiohttp's socket and pool timeouts included
-            raise httpx.ReadTimeout(str(exc) or "read timeout", request=request) from exc
+            raise httpx.ReadTimeout(str(exc) or "read timeout") from exc
         except aiohttp.ClientConnectorError as exc:
-            raise httpx.ConnectError(str(exc), request=request) from exc
+            raise httpx.ConnectError(str(exc)) from exc
         except aiohttp.ServerDisconnectedError as exc:
-            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+            raise httpx.RemoteProtocolError(str(exc)) from exc
         except aiohttp.ClientError as exc:
-            raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
-        return httpx.Response(status, headers=headers, content=content, request=request)
+            raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -257,6 +281,28 @@ class _NoCookies(httpx.Cookies):
 
     def extract_cookies(self, response: httpx.Response) -> None:
         return None
+
+
+class HttpxPoster:
+    """Calls through an httpx client over the given transport (tests, custom transports)."""
+
+    def __init__(
+        self, *, headers: dict[str, str], timeouts: Timeouts, transport: httpx.AsyncBaseTransport
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(timeouts.read, connect=timeouts.connect, pool=timeouts.pool),
+            transport=transport,
+            trust_env=False,
+        )
+        self._http._cookies = _NoCookies()  # see AiohttpPoster._open
+
+    async def post(self, url: str, body: bytes) -> tuple[int, bytes]:
+        response = await self._http.post(url, content=body)
+        return response.status_code, response.content
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
 
 class CloudApiClient:
@@ -276,34 +322,31 @@ class CloudApiClient:
             raise ValueError("WHATSAPP_TOKEN is not set: the Cloud API needs a bearer token")
         self.default_phone_number_id = settings.whatsapp_phone_number_id
         self.api_version = settings.whatsapp_api_version
-        self._urls: dict[str, httpx.URL] = {}
-        limit = settings.in_flight_limit()
+        # A trailing "/" keeps any path prefix of WHATSAPP_API_URL when paths are joined.
+        self._base_url = httpx.URL(settings.whatsapp_api_url.rstrip("/") + "/")
+        self._urls: dict[str, str] = {}
         timeout = settings.whatsapp_timeout_seconds
-        self._http = httpx.AsyncClient(
-            base_url=settings.whatsapp_api_url.rstrip("/"),
-            headers={
-                "Authorization": f"Bearer {settings.whatsapp_token.get_secret_value()}",
-                "Content-Type": "application/json",
-            },
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0), pool=timeout),
-            transport=transport or AiohttpTransport(max_connections=limit),
-            trust_env=False,
-        )
-        # The Cloud API authenticates by the bearer token and sets no cookie the client
-        # needs; httpx would parse every answer's headers into a cookie jar (a tenth of
-        # the client's CPU per call).
-        self._http._cookies = _NoCookies()
+        timeouts = Timeouts(pool=timeout, connect=min(timeout, 5.0), read=timeout)
+        headers = {
+            "Authorization": f"Bearer {settings.whatsapp_token.get_secret_value()}",
+            "Content-Type": "application/json",
+        }
+        self._poster: Poster
+        if transport is None:
+            self._poster = AiohttpPoster(
+                headers=headers, timeouts=timeouts, max_connections=settings.in_flight_limit()
+            )
+        else:
+            self._poster = HttpxPoster(headers=headers, timeouts=timeouts, transport=transport)
 
     def phone_number_id(self, request: SendRequest) -> str:
         return request.phone_number_id or self.default_phone_number_id
 
-    def _messages_url(self, phone_number_id: str) -> httpx.URL:
-        # Parsed once per business number: URL parsing is a visible share of a call's CPU.
+    def _messages_url(self, phone_number_id: str) -> str:
         url = self._urls.get(phone_number_id)
         if url is None:
-            # base_url ends in "/": a relative path keeps any path prefix of WHATSAPP_API_URL.
             path = f"{self.api_version}/{phone_number_id}/messages"
-            url = self._urls[phone_number_id] = self._http.base_url.join(path)
+            url = self._urls[phone_number_id] = str(self._base_url.join(path))
         return url
 
     async def send(self, request: SendRequest) -> SendOutcome:
@@ -311,7 +354,7 @@ class CloudApiClient:
         url = self._messages_url(self.phone_number_id(request))
         body = orjson.dumps(build_message(request))
         try:
-            response = await self._http.post(url, content=body)
+            status, content = await self._poster.post(url, body)
         except httpx.TimeoutException as exc:
             return self._record(
                 request, SendOutcome(False, title=f"timeout: {type(exc).__name__}", retriable=True)
@@ -321,31 +364,29 @@ class CloudApiClient:
                 request,
                 SendOutcome(False, title=f"connection error: {type(exc).__name__}", retriable=True),
             )
-        if response.is_success:
+        if 200 <= status < 300:
             try:
-                wamid = orjson.loads(response.content)["messages"][0]["id"]
+                wamid = orjson.loads(content)["messages"][0]["id"]
             except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
                 wamid = None
             if isinstance(wamid, str) and wamid:
-                return self._record(
-                    request, SendOutcome(True, wamid=wamid, http_status=response.status_code)
-                )
+                return self._record(request, SendOutcome(True, wamid=wamid, http_status=status))
             # A 2xx without a message id is not an answer we can build on; ask again later.
             outcome = SendOutcome(
                 False,
                 title="success without a message id",
                 retriable=True,
-                http_status=response.status_code,
+                http_status=status,
             )
             return self._record(request, outcome)
-        code, title, details = _parse_error(response)
+        code, title, details = _parse_error(status, content)
         outcome = SendOutcome(
             False,
             code=code,
             title=title,
             details=details,
-            retriable=is_retriable(code, response.status_code),
-            http_status=response.status_code,
+            retriable=is_retriable(code, status),
+            http_status=status,
         )
         return self._record(request, outcome)
 
@@ -375,4 +416,4 @@ class CloudApiClient:
         return outcome
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._poster.aclose()
