@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+import faust
 import pytest
 from faust.exceptions import NotReady
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from engine.app import RECOVERY_FETCH_MAX_WAIT_MS, ShortFetchThread, create_app
+from engine import app as app_module
+from engine.app import RECOVERY_FETCH_MAX_WAIT_MS, ShortFetchThread, create_app, tune_gc
 from engine.runtime import EngineRuntime, FlushFailed
 from schemas.settings import Settings
 
@@ -117,3 +120,41 @@ async def test_timers_whose_ticks_were_not_produced_stay_due(tmp_path: Path) -> 
     with pytest.raises(NotReady):
         await runtime._fire_timers()
     assert sorted(runtime.timers.pop_due(10.0)) == [("p-1", 1.0), ("p-2", 2.0)]
+
+
+def test_tune_gc_freezes_the_start_up_objects_and_raises_the_young_threshold() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_gc(young_threshold=12_345)
+        assert gc.get_threshold() == (12_345, *before[1:])
+        assert gc.get_freeze_count() > 1_000  # the imported modules at least
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_a_worker_runs_with_the_tuned_collector(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[tuple[int, ...], int]] = []
+
+    class FakeWorker:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.spinner: object = object()
+
+        def execute_from_commandline(self) -> None:
+            seen.append((gc.get_threshold(), gc.get_freeze_count()))
+
+    async def no_topics(settings: Settings) -> None:
+        return None
+
+    monkeypatch.setattr(app_module, "ensure_topics", no_topics)
+    monkeypatch.setattr(app_module, "create_app", lambda *a, **k: object())
+    monkeypatch.setattr(faust, "Worker", FakeWorker)
+    before = gc.get_threshold()
+    try:
+        app_module.run_worker(Settings(whatsapp_token="sandbox-token"), web=False)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+    assert len(seen) == 1
+    threshold, frozen = seen[0]
+    assert threshold[0] == app_module.GC_YOUNG_THRESHOLD and frozen > 1_000
