@@ -7,7 +7,6 @@ channel is a new folder under connectors/ and one line here.
 from __future__ import annotations
 
 import asyncio
-import gc
 from typing import Any, cast
 
 import faust
@@ -16,6 +15,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engine.campaigns import register_trigger_api
+from engine.gctuning import tune_gc
 from engine.runtime import EngineRuntime, EngineTopics
 from engine.topics import ensure_topics
 from schemas.settings import Settings
@@ -222,27 +222,6 @@ def create_app(settings: Settings, roles: frozenset[str] = ROLES, *, web: bool =
 
     app.runtime = runtime  # type: ignore[attr-defined]
     return app
-
-
-# Container allocations between two young-generation collections (Python's default: 700).
-GC_YOUNG_THRESHOLD = 50_000
-
-
-def tune_gc(young_threshold: int = GC_YOUNG_THRESHOLD) -> None:
-    """Keep the cyclic garbage collector from costing a share of every request.
-
-    A worker takes records in batches of hundreds: at Python's default threshold the objects
-    a batch holds alive set off a young collection every 700 allocations, and every tenth of
-    those a middle one, and the full collections that follow scan the 100,000 objects of
-    the imported modules and the faust app each time. In the WhatsApp connector at four
-    numbers that was 16% of its CPU although the collector found nothing to free (0.51 ms
-    of CPU per send); with the start-up objects frozen out of the collector's sight and a
-    threshold of 50,000 it was 1% (0.44 ms per send; docs/BENCHMARKS.md, session 5). The
-    longest young collection then took about 30 ms.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(young_threshold, *gc.get_threshold()[1:])
 
 
 def run_worker(

@@ -13,7 +13,8 @@ from faust.exceptions import NotReady
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from engine import app as app_module
-from engine.app import RECOVERY_FETCH_MAX_WAIT_MS, ShortFetchThread, create_app, tune_gc
+from engine.app import RECOVERY_FETCH_MAX_WAIT_MS, ShortFetchThread, create_app
+from engine.gctuning import GC_YOUNG_THRESHOLD, tune_gc
 from engine.runtime import EngineRuntime, FlushFailed
 from schemas.settings import Settings
 
@@ -157,4 +158,4 @@ def test_a_worker_runs_with_the_tuned_collector(monkeypatch: pytest.MonkeyPatch)
         gc.set_threshold(*before)
     assert len(seen) == 1
     threshold, frozen = seen[0]
-    assert threshold[0] == app_module.GC_YOUNG_THRESHOLD and frozen > 1_000
+    assert threshold[0] == GC_YOUNG_THRESHOLD and frozen > 1_000
