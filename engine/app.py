@@ -140,6 +140,7 @@ def create_app(settings: Settings, roles: frozenset[str] = ROLES, *, web: bool =
         value_serializer="raw",
         processing_guarantee="at_least_once",
         producer_acks=-1,
+        producer_linger=settings.kafka_producer_linger_ms / 1000,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         # No standby replicas: with them, faust's assignor filters the standby partitions

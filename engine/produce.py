@@ -67,6 +67,7 @@ async def produce_counted(
             entry = builders[where] = [producer.create_batch(), 0]
         if entry[0].append(key=key, value=value, timestamp=None) is None:
             # Full: send it and start the next one for this partition.
+            entry[0].close()
             futures.append(
                 (await producer.send_batch(entry[0], topic, partition=partition), entry[1])
             )
@@ -75,5 +76,7 @@ async def produce_counted(
                 raise ValueError(f"a record of {len(value or b'')} bytes is over the batch size")
         entry[1] += 1
     for (topic, partition), (builder, count) in builders.items():
+        # Closed: a batch is complete, so the producer's linger must not hold it back.
+        builder.close()
         futures.append((await producer.send_batch(builder, topic, partition=partition), count))
     return futures

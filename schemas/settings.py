@@ -68,6 +68,15 @@ class Settings(BaseSettings):
         le=1500,
         description="how long a worker's fetch may wait at the broker for new records",
     )
+    # Records sent one at a time (the WhatsApp connector's markers, accepted ids and delivery
+    # events) wait this long for company before going out; the engine's record batches are
+    # sent whole at once (engine/produce.py).
+    kafka_producer_linger_ms: int = Field(
+        default=5,
+        ge=0,
+        le=1000,
+        description="how long a single produced record may wait to share a produce request",
+    )
     timer_scan_interval_seconds: float = Field(default=0.25, gt=0)
     dedupe_window: int = Field(
         default=64, ge=1, description="recent event ids remembered per profile"

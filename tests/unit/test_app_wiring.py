@@ -39,6 +39,19 @@ async def test_worker_consumer_fetch_wait_comes_from_settings(
     assert consumer._group_id == settings.app_id  # still faust's worker consumer
 
 
+def test_worker_producer_linger_comes_from_settings(tmp_path: Path) -> None:
+    settings = Settings(
+        whatsapp_token="sandbox-token",
+        kafka_producer_linger_ms=7,
+        data_dir=tmp_path,
+        app_id=f"linger-{tmp_path.name}",
+    )
+    app = create_app(settings, frozenset({"whatsapp"}), web=False)
+    producer = cast(Any, app.producer)
+    assert producer.linger_ms == 7
+    assert producer._settings_default()["linger_ms"] == 7  # what aiokafka is built with
+
+
 async def test_recovery_fetches_with_fausts_wait_and_processing_with_the_setting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
