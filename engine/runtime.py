@@ -62,7 +62,6 @@ from schemas.state import ProfileState
 log = structlog.get_logger(__name__)
 
 BATCH_MAX = 500
-BATCH_WITHIN_SECONDS = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +229,8 @@ class EngineRuntime:
                 await self.flush(manual)
             elif self._flush_timer is None:
                 self._flush_timer = loop.call_later(
-                    BATCH_WITHIN_SECONDS, lambda: self._background(self.flush(manual))
+                    self.settings.engine_batch_window_ms / 1000,
+                    lambda: self._background(self.flush(manual)),
                 )
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:

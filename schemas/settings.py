@@ -77,6 +77,16 @@ class Settings(BaseSettings):
         le=1000,
         description="how long a single produced record may wait to share a produce request",
     )
+    # A batch is committed when it holds BATCH_MAX records or this long after its first.
+    # Each commit costs two acknowledged round trips and a produce request per partition,
+    # so at 1,000-2,000 events/s a 10 ms window made batches of 10-20 records and the
+    # commits, not the journeys, took the CPU (docs/BENCHMARKS.md, session 5).
+    engine_batch_window_ms: int = Field(
+        default=25,
+        ge=1,
+        le=1000,
+        description="longest the engine holds a record before committing its batch",
+    )
     timer_scan_interval_seconds: float = Field(default=0.25, gt=0)
     dedupe_window: int = Field(
         default=64, ge=1, description="recent event ids remembered per profile"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -172,3 +174,37 @@ def test_a_worker_runs_with_the_tuned_collector(monkeypatch: pytest.MonkeyPatch)
     assert len(seen) == 1
     threshold, frozen = seen[0]
     assert threshold[0] == GC_YOUNG_THRESHOLD and frozen > 1_000
+
+
+async def test_the_engine_commits_a_batch_the_configured_window_after_its_first_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path, app_id=f"window-{tmp_path.name}", engine_batch_window_ms=40
+    )
+    app = create_app(settings, frozenset({"engine"}), web=False)
+    runtime: EngineRuntime = app.runtime  # type: ignore[attr-defined]
+    runtime.definitions.ready.set()
+    runtime.audience.ready.set()
+    monkeypatch.setattr(runtime, "_process_record", lambda *args: None)
+    delays: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    def call_later(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+        delays.append(delay)
+        return asyncio.TimerHandle(loop.time() + 3600, callback, args, loop)
+
+    monkeypatch.setattr(loop, "call_later", call_later)
+
+    class Records:
+        async def events(self) -> AsyncIterator[str]:
+            for record in ("record-1", "record-2"):
+                yield record
+
+    class Stream:
+        def noack(self) -> Records:
+            return Records()
+
+    await runtime._agent(cast(Any, Stream()))
+    assert delays == [0.04]  # one timer, for the batch's first record
+    assert cast(list[Any], runtime._batch) == ["record-1", "record-2"]
