@@ -79,8 +79,8 @@ class Settings(BaseSettings):
     )
     # A batch is committed when it holds BATCH_MAX records or this long after its first.
     # Each commit costs two acknowledged round trips and a produce request per partition,
-    # so at 1,000-2,000 events/s a 10 ms window made batches of 10-20 records and the
-    # commits, not the journeys, took the CPU (docs/BENCHMARKS.md, session 5).
+    # so at 1,000-2,000 events/s a 10 ms window means batches of 10-20 records (rate x
+    # window) and the commits, not the journeys, take the CPU (docs/BENCHMARKS.md, session 5).
     engine_batch_window_ms: int = Field(
         default=25,
         ge=1,
