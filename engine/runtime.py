@@ -10,6 +10,7 @@ profile's share of an audience run or a campaign run; see engine/campaigns.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import weakref
 from collections import Counter
@@ -21,7 +22,6 @@ from typing import Any, cast
 import faust
 import orjson
 import structlog
-from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
 from pydantic import ValidationError
 
@@ -48,10 +48,11 @@ from engine.observability import (
     TIMER_LAG,
     TIMERS_PENDING,
 )
-from engine.produce import produce_batched, produce_counted
+from engine.produce import murmur2, produce_batched, produce_counted
 from engine.registry import DefinitionsFollower
 from engine.timers import TimerIndex
 from schemas.campaign import AudienceTick
+from schemas.common import json_bytes
 from schemas.deadletter import dead_letter_record
 from schemas.deployment import JourneyDeployment
 from schemas.events import MAX_EVENT_BYTES, ProfileEvent
@@ -116,6 +117,17 @@ def state_from_bytes(raw: bytes) -> ProfileState:
 def due_from_bytes(raw: bytes) -> float | None:
     due = orjson.loads(raw).get("due")
     return float(due) if due is not None else None
+
+
+# prometheus_client's labels() takes a lock and builds a key per call: once per record here.
+@functools.cache
+def _processed(source: str, outcome: str) -> Any:
+    return EVENTS_PROCESSED.labels(source=source, outcome=outcome)
+
+
+@functools.lru_cache(maxsize=1024)
+def _sends_requested(journey_id: str) -> Any:
+    return SENDS_REQUESTED.labels(journey_id=journey_id)
 
 
 @dataclass(slots=True)
@@ -362,7 +374,7 @@ class EngineRuntime:
                 result = self._on_delivery(key, value, now, pending)
         except BadRecord as bad:
             DEAD_LETTERS.labels(reason=bad.reason.split(":")[0][:60]).inc()
-            EVENTS_PROCESSED.labels(source=source, outcome="dead_letter").inc()
+            _processed(source, "dead_letter").inc()
             log.warning(
                 "record dead-lettered", topic=topic, offset=message.offset, reason=bad.reason
             )
@@ -370,17 +382,15 @@ class EngineRuntime:
             return
         except Exception as exc:  # a bug must not stop the stream: keep the record, say why
             log.exception("record failed", topic=topic, offset=message.offset)
-            EVENTS_PROCESSED.labels(source=source, outcome="error").inc()
+            _processed(source, "error").inc()
             self._dead_letter(
                 pending, message, f"processing error: {exc!r}"[:500], type(exc).__name__
             )
             return
         if result is None:
-            EVENTS_PROCESSED.labels(source=source, outcome="ignored").inc()
+            _processed(source, "ignored").inc()
             return
-        EVENTS_PROCESSED.labels(
-            source=source, outcome="duplicate" if result.duplicate else "ok"
-        ).inc()
+        _processed(source, "duplicate" if result.duplicate else "ok").inc()
         self._collect(result, event, pending)
 
     def _dead_letter(self, pending: _Pending, message: Any, reason: str, error_type: str) -> None:
@@ -510,6 +520,15 @@ class EngineRuntime:
     ) -> ProcessResult | None:
         if not value:
             return None
+        # Most delivery events concern no journey (no entry on them, nobody waits for them,
+        # no exit on them): those are dropped on their status alone, before the model is
+        # validated and the profile's state read. The engine reads every delivery event.
+        try:
+            status = orjson.loads(value).get("status")
+        except (orjson.JSONDecodeError, AttributeError):
+            return None  # not the engine's to judge: the connector owns this topic's records
+        if isinstance(status, str) and not self.catalog.listens_to(f"whatsapp.{status}"):
+            return None
         try:
             delivery = DeliveryEvent.model_validate_json(value)
         except ValidationError:
@@ -546,17 +565,15 @@ class EngineRuntime:
         topics = self.topics
         for send in effects.sends:
             key = send.profile_id.encode()
-            pending.effects.append(
-                (topics.whatsapp_requests, key, orjson.dumps(send.model_dump(mode="json")))
-            )
-            SENDS_REQUESTED.labels(journey_id=send.journey_id).inc()
+            pending.effects.append((topics.whatsapp_requests, key, json_bytes(send)))
+            _sends_requested(send.journey_id).inc()
             pending.send_started.append(time.monotonic())
         for delivery in effects.deliveries:
             pending.effects.append(
                 (
                     topics.delivery_events,
                     delivery.profile_id.encode(),
-                    orjson.dumps(delivery.model_dump(mode="json")),
+                    json_bytes(delivery),
                 )
             )
         for step in effects.steps:
@@ -564,7 +581,7 @@ class EngineRuntime:
                 (
                     topics.journey_steps,
                     step.profile_id.encode(),
-                    orjson.dumps(step.model_dump(mode="json")),
+                    json_bytes(step),
                 )
             )
         for call in effects.http_calls:

@@ -177,3 +177,39 @@ def test_the_catalog_knows_the_longest_and_largest_frequency_caps():
     catalog.apply(deployment(WELCOME))
     catalog.apply(deployment(WINBACK))
     assert (catalog.longest_cap_window, catalog.largest_cap) == (timedelta(days=7), 10)
+
+
+READ_WAIT = """
+id: read-wait
+name: Wait for the read
+entry: {event: signup}
+exit_on: [{event: whatsapp.failed}]
+start: hello
+activities:
+  hello:
+    type: whatsapp
+    template: welcome
+    language: es
+    next: read
+  read: {type: wait_for_event, event: whatsapp.read, timeout: 1d, next: done, on_timeout: done}
+  done: {type: end}
+"""
+
+
+def test_listens_to_the_entries_waits_and_exits_of_every_version():
+    catalog = JourneyCatalog()
+    assert not catalog.listens_to("signup")
+    catalog.apply(deployment(READ_WAIT, version=1, deployed_at=at("0s")))
+    assert catalog.listens_to("signup")
+    assert catalog.listens_to("whatsapp.read") and catalog.listens_to("whatsapp.failed")
+    assert not catalog.listens_to("whatsapp.delivered")
+    # Version 2 waits for nothing, but version 1's instances still may: still heard.
+    catalog.apply(
+        deployment(WINBACK.replace("winback", "read-wait"), version=2, deployed_at=at("1h"))
+    )
+    assert catalog.listens_to("whatsapp.read") and catalog.listens_to("whatsapp.failed")
+    # An entry is heard only while its journey is active; a paused one admits nobody.
+    catalog.apply(deployment(ORDERS, version=1, status="paused", deployed_at=at("2h")))
+    assert not catalog.listens_to("order.placed")
+    catalog.apply(deployment(ORDERS, version=1, status="active", deployed_at=at("3h")))
+    assert catalog.listens_to("order.placed")

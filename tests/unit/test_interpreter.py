@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from engine.interpreter import (
@@ -16,6 +17,7 @@ from engine.interpreter import (
     delivery_to_event,
     new_profile_state,
 )
+from schemas.common import json_bytes
 from schemas.messages import DeliveryError, DeliveryEvent, DeliveryStatus, SkipReason
 from schemas.state import ProfileState
 from schemas.steps import ExitReason
@@ -110,6 +112,17 @@ def test_cart_recovery_sends_the_spanish_reminder_an_hour_after_the_cart_is_aban
     assert ana.journeys == {"cart-recovery": "wait-order"}
     assert ana.state.instances["cart-recovery"].pending_message_id == send.message_id
     assert ana.state.next_due() == at("25h")
+
+
+def test_effects_serialize_as_their_json_dump_does():
+    """The runtime writes effects with json_bytes; consumers read model_dump's JSON."""
+    ana = Profile(CART)
+    fx = ana.event("cart.abandoned", "0s", attributes=ANA, data={"cart_total": 42.5, "items": 3})
+    later = ana.tick("1h")
+    models = [*fx.steps, *later.steps, *later.sends]
+    assert len(models) >= 5 and later.sends
+    for model in models:
+        assert json_bytes(model) == orjson.dumps(model.model_dump(mode="json"))
 
 
 def test_cart_recovery_in_english_times_out_waiting_for_the_order():
