@@ -188,10 +188,22 @@ async def firing_lag(broker: Broker, cfg: TimersConfig, log_dir: Path) -> dict[s
         def ours(key: bytes | None, _: bytes | None) -> bool:
             return key is not None and key.startswith(prefix)
 
+        def tick(key: bytes | None, value: bytes | None) -> bool:
+            return ours(key, value) or (value is not None and value.startswith(b'{"due":['))
+
+        # A tick names one profile (key; `due` in the value; trees before the due ticks) or
+        # a partition's due profiles (`{"due": [[profile_id, due], ...]}`).
         due: dict[bytes, float] = {}
-        for tick in await read_topic(broker.bootstrap, settings.topic_timers, keep=ours):
-            if tick.key is not None and tick.value:
-                due.setdefault(tick.key, float(orjson.loads(tick.value)["due"]))
+        for record in await read_topic(broker.bootstrap, settings.topic_timers, keep=tick):
+            if not record.value:
+                continue
+            body = orjson.loads(record.value)
+            if isinstance(body.get("due"), list):
+                for profile_id, at in body["due"]:
+                    if profile_id.startswith(prefix.decode()):
+                        due.setdefault(profile_id.encode(), float(at))
+            elif record.key is not None:
+                due.setdefault(record.key, float(body["due"]))
 
         def wait_step(key: bytes | None, value: bytes | None) -> bool:
             # The wait activity's own step (the `entered` step names the wait too).

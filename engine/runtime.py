@@ -14,7 +14,7 @@ import functools
 import time
 import weakref
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -117,6 +117,26 @@ def state_from_bytes(raw: bytes) -> ProfileState:
 def due_from_bytes(raw: bytes) -> float | None:
     due = orjson.loads(raw).get("due")
     return float(due) if due is not None else None
+
+
+# A scan's tick: `{"due": [[profile_id, due], ...]}` for profiles of the record's partition.
+DUE_TICK_PREFIX = b'{"due":['
+DUE_TICK_MAX = 500  # profiles per tick record (about 20 KB)
+DUE_TICK_KEY = b"due"
+
+
+def _is_due_item(item: Any) -> bool:
+    return (
+        isinstance(item, list)
+        and len(item) == 2
+        and isinstance(item[0], str)
+        and bool(item[0])
+        and isinstance(item[1], int | float)
+    )
+
+
+def _raise_bad_due_tick() -> ProcessResult | None:
+    raise BadRecord('due tick is not {"due": [[profile_id, due], ...]}')
 
 
 # prometheus_client's labels() takes a lock and builds a key per call: once per record here.
@@ -358,33 +378,66 @@ class EngineRuntime:
         topic = message.topic
         key: bytes | None = message.key
         value: bytes | None = message.value
-        source = (
-            "timer"
-            if topic == self.topics.timers.get_topic_name()
-            else "delivery"
-            if topic == self.topics.delivery_events.get_topic_name()
-            else "event"
-        )
+        if topic == self.topics.timers.get_topic_name():
+            if value and value.startswith(DUE_TICK_PREFIX):
+                self._on_due_tick(event, value, now, pending)
+                return
+            self._guarded(
+                "timer",
+                event,
+                key,
+                value,
+                lambda: self._on_timer(key, value, now, pending),
+                pending,
+            )
+        elif topic == self.topics.delivery_events.get_topic_name():
+            self._guarded(
+                "delivery",
+                event,
+                key,
+                value,
+                lambda: self._on_delivery(key, value, now, pending),
+                pending,
+            )
+        else:
+            self._guarded(
+                "event",
+                event,
+                key,
+                value,
+                lambda: self._on_profile_event(key, value, message.partition, now, pending),
+                pending,
+            )
+
+    def _guarded(
+        self,
+        source: str,
+        event: faust.EventT[bytes],
+        key: bytes | None,
+        value: bytes | None,
+        run: Callable[[], ProcessResult | None],
+        pending: _Pending,
+    ) -> None:
+        """Run one record's handler; a bad record or a bug dead-letters (key, value)."""
+        message = event.message
         try:
-            if source == "event":
-                result = self._on_profile_event(key, value, message.partition, now, pending)
-            elif source == "timer":
-                result = self._on_timer(key, value, now, pending)
-            else:
-                result = self._on_delivery(key, value, now, pending)
+            result = run()
         except BadRecord as bad:
             DEAD_LETTERS.labels(reason=bad.reason.split(":")[0][:60]).inc()
             _processed(source, "dead_letter").inc()
             log.warning(
-                "record dead-lettered", topic=topic, offset=message.offset, reason=bad.reason
+                "record dead-lettered",
+                topic=message.topic,
+                offset=message.offset,
+                reason=bad.reason,
             )
-            self._dead_letter(pending, message, bad.reason, "invalid_record")
+            self._dead_letter(pending, message, key, value, bad.reason, "invalid_record")
             return
         except Exception as exc:  # a bug must not stop the stream: keep the record, say why
-            log.exception("record failed", topic=topic, offset=message.offset)
+            log.exception("record failed", topic=message.topic, offset=message.offset)
             _processed(source, "error").inc()
             self._dead_letter(
-                pending, message, f"processing error: {exc!r}"[:500], type(exc).__name__
+                pending, message, key, value, f"processing error: {exc!r}"[:500], type(exc).__name__
             )
             return
         if result is None:
@@ -393,19 +446,29 @@ class EngineRuntime:
         _processed(source, "duplicate" if result.duplicate else "ok").inc()
         self._collect(result, event, pending)
 
-    def _dead_letter(self, pending: _Pending, message: Any, reason: str, error_type: str) -> None:
+    def _dead_letter(
+        self,
+        pending: _Pending,
+        message: Any,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+        error_type: str,
+    ) -> None:
+        """`key` and `value`: the record's, or for one profile of a due tick, that profile's
+        own tick."""
         record = dead_letter_record(
             reason=reason,
             error_type=error_type,
             component="engine",
-            key=message.key,
-            value=message.value,
+            key=key,
+            value=value,
             now=datetime.now(UTC),
             source_topic=message.topic,
             partition=message.partition,
             offset=message.offset,
         )
-        pending.effects.append((self.topics.dead_letter, message.key or b"", record))
+        pending.effects.append((self.topics.dead_letter, key or b"", record))
 
     def _lookup(self, profile_id: str, pending: _Pending) -> ProfileState | None:
         """The profile's latest state: this batch's, a batch being flushed, or the table's."""
@@ -470,9 +533,45 @@ class EngineRuntime:
             )
         return result
 
+    def _on_due_tick(
+        self, event: faust.EventT[bytes], value: bytes, now: datetime, pending: _Pending
+    ) -> None:
+        """A scan's tick for the due profiles of one partition: each fired as its own tick."""
+        message = event.message
+        try:
+            profiles = orjson.loads(value)["due"]
+            if not isinstance(profiles, list):
+                raise TypeError
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self._guarded("timer", event, message.key, value, _raise_bad_due_tick, pending)
+            return
+        for item in profiles:
+            single = orjson.dumps(item)  # what a dead letter keeps of this profile
+            key = item[0].encode() if _is_due_item(item) else None
+            self._guarded(
+                "timer",
+                event,
+                key,
+                single,
+                functools.partial(self._on_due_profile, item, message.partition, now, pending),
+                pending,
+            )
+
+    def _on_due_profile(
+        self, item: Any, partition: int, now: datetime, pending: _Pending
+    ) -> ProcessResult | None:
+        if not _is_due_item(item):
+            raise BadRecord("due tick entry is not [profile_id, due]")
+        profile_id, due_at = item
+        if self._partition_of(profile_id.encode()) != partition:
+            # Its state lives in another partition's table: this worker may not own it.
+            raise BadRecord("due tick names a profile of another partition")
+        return self._fire(profile_id, float(due_at), now, pending)
+
     def _on_timer(
         self, key: bytes | None, value: bytes | None, now: datetime, pending: _Pending
     ) -> ProcessResult | None:
+        """A tick for one profile: an audience tick, or a timer tick of the earlier format."""
         if not key:
             raise BadRecord("timer tick without a key")
         profile_id = key.decode()
@@ -484,6 +583,18 @@ class EngineRuntime:
                 raise BadRecord("timer tick is not JSON") from None
         if isinstance(tick, dict) and "audience" in tick:
             return self._on_audience(profile_id, tick["audience"], now, pending)
+        due_at: float | None = None
+        if isinstance(tick, dict):
+            try:
+                due_at = float(tick["due"])
+            except (ValueError, KeyError, TypeError):
+                pass
+        return self._fire(profile_id, due_at, now, pending)
+
+    def _fire(
+        self, profile_id: str, due_at: float | None, now: datetime, pending: _Pending
+    ) -> ProcessResult | None:
+        """Fire what is due now for one profile (a tick never fires a step twice)."""
         state = self._lookup(profile_id, pending)
         if state is None:
             return None  # no such profile: nothing to fire
@@ -493,11 +604,8 @@ class EngineRuntime:
         if due > now and not ends_without_timer(state, self.catalog):
             self.timers.schedule(profile_id, due.timestamp())  # early tick: keep it indexed
             return None
-        if isinstance(tick, dict):
-            try:
-                TIMER_LAG.observe(max(0.0, now.timestamp() - float(tick["due"])))
-            except (ValueError, KeyError, TypeError):
-                pass
+        if due_at is not None:
+            TIMER_LAG.observe(max(0.0, now.timestamp() - due_at))
         return apply_timers(state, self.catalog, now)
 
     def _on_audience(
@@ -645,18 +753,24 @@ class EngineRuntime:
         due = self.timers.pop_due(time.time())
         if not due:
             return
-        # As the effects are: whole record batches per partition, keyed (murmur2) as
-        # faust's Topic.send would, so each tick lands on its profile's partition.
+        # One tick record per partition (up to DUE_TICK_MAX profiles each), on the timers
+        # partition of the same number as its profiles' events and table: the worker that
+        # owns them reads it, in order with their events. A record per profile cost the
+        # engine a produce and a consume of its own for every timer.
         topic = self.topics.timers.get_topic_name()
+        by_partition: dict[int, list[list[Any]]] = {}
+        for pid, at in due:
+            by_partition.setdefault(self._partition_of(pid.encode()), []).append([pid, at])
+        records: list[tuple[str, bytes | None, bytes | None]] = []
+        partitions: list[int | None] = []
+        for partition, items in by_partition.items():
+            for first in range(0, len(items), DUE_TICK_MAX):
+                chunk = items[first : first + DUE_TICK_MAX]
+                records.append((topic, DUE_TICK_KEY, orjson.dumps({"due": chunk})))
+                partitions.append(partition)
         try:
             producer = self._producer()
-            futures = await produce_batched(
-                producer,
-                [
-                    (topic, pid.encode(), orjson.dumps({"profile_id": pid, "due": at}))
-                    for pid, at in due
-                ],
-            )
+            futures = await produce_batched(producer, records, partitions)
             await asyncio.gather(*futures)
         except Exception:
             # Not ticked: back into the index, so the next scan tries them again (a tick
