@@ -5,6 +5,7 @@ Callers build one `Variables` per activity run; each expression sees only the va
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -27,10 +28,12 @@ class ExpressionError(Exception):
 class Variables:
     """The variables of one activity run; converted to CEL values only as expressions need them.
 
-    Converting Python values into CEL values is most of an evaluation's cost (a small
-    nested map costs more than running the expression), so each expression gets a context
-    holding only the variables it names (`profile`, `event`, ...), built once per set of
-    names and reused by the run's other expressions that name the same ones.
+    Converting Python values into CEL values is most of an evaluation's cost (each map
+    entry costs microseconds in the binding, more than running the expression), so each
+    expression gets a context holding only what it reads (`projection_of`): the variables
+    it names and, where it only selects fields (`profile.first_name`), only those fields.
+    A context is built once per projection and reused by the run's other expressions
+    that read the same.
     """
 
     __slots__ = ("_contexts", "programs", "values")
@@ -39,38 +42,95 @@ class Variables:
         self.values = values
         # Programs compiled when the journey was deployed; others come from the shared cache.
         self.programs: Mapping[str, Any] = programs or {}
-        self._contexts: dict[frozenset[str] | None, Any] = {}
+        self._contexts: dict[Projection | None, Any] = {}
 
-    def context(self, names: frozenset[str] | None = None) -> Any:
-        """A CEL context of the variables in `names` (all of them when None)."""
-        context = self._contexts.get(names)
+    def context(self, projection: Projection | None = None) -> Any:
+        """A CEL context of what `projection` reads (every variable, whole, when None)."""
+        context = self._contexts.get(projection)
         if context is None:
             values = self.values
-            if names is not None:
-                values = {name: values[name] for name in names if name in values}
-            context = self._contexts[names] = cel.Context(values)
+            if projection is not None:
+                values = {
+                    name: _project(values[name], fields)
+                    for name, fields in projection
+                    if name in values
+                }
+            context = self._contexts[projection] = cel.Context(values)
         return context
 
 
-# The variables each expression source names, found by the binding's static analysis.
-# None: unknown (a program without `variables()`), so the context holds every variable.
-_REFERENCED: dict[str, frozenset[str] | None] = {}
-_REFERENCED_MAX = 8192
+# What an expression reads: (variable, fields) pairs sorted by name. `fields` is None for
+# the whole value, else ((field, fields), ...) for the fields it selects, recursively.
+Fields = tuple[tuple[str, "Fields | None"], ...]
+Projection = tuple[tuple[str, Fields | None], ...]
+
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+# An identifier not preceded by a dot or another identifier's character, its chain of
+# `.field` selections, and whether a call follows (then the chain's last name is a
+# method or function, not a field).
+_USE = re.compile(rf"(?<![\w.])({_IDENT})((?:\s*\.\s*{_IDENT})*)(\s*\()?")
+_DOT = re.compile(r"\s*\.\s*")
 
 
-def referenced_names(source: str, program: Any) -> frozenset[str] | None:
-    """The top-level variables `program` reads (comprehension variables included), cached."""
+def _project(value: Any, fields: Fields | None) -> Any:
+    if fields is None or not isinstance(value, Mapping):
+        return value
+    return {name: _project(value[name], sub) for name, sub in fields if name in value}
+
+
+def _paths(source: str) -> dict[str, list[tuple[str, ...]]]:
+    """Every top-level use of an identifier in `source`, as the field path it selects.
+
+    Conservative by construction: a use not followed by `.field` (indexing, `size(x)`,
+    `"k" in x`, a macro on x) is the empty path, which keeps the whole value; a name in a
+    string literal only adds a path. An expression that would see a different value
+    than the whole variable cannot be built from these paths.
+    """
+    paths: dict[str, list[tuple[str, ...]]] = {}
+    for match in _USE.finditer(source):
+        name, chain, call = match.group(1), match.group(2), match.group(3)
+        fields = tuple(_DOT.split(chain)[1:]) if chain else ()
+        if call is not None:
+            if not fields:
+                continue  # a function call, not a variable
+            fields = fields[:-1]  # a method call on the value before it
+        paths.setdefault(name, []).append(fields)
+    return paths
+
+
+def _fields(paths: list[tuple[str, ...]]) -> Fields | None:
+    """The fields a set of paths selects; None as soon as one path takes the whole value."""
+    if not paths or any(not path for path in paths):
+        return None
+    heads: dict[str, list[tuple[str, ...]]] = {}
+    for path in paths:
+        heads.setdefault(path[0], []).append(path[1:])
+    return tuple(sorted((head, _fields(rest)) for head, rest in heads.items()))
+
+
+# What each expression source reads, from the binding's static analysis of the names and
+# `_paths` for the fields. None: unknown (a program without `variables()`): every variable.
+_PROJECTIONS: dict[str, Projection | None] = {}
+_PROJECTIONS_MAX = 8192
+
+
+def projection_of(source: str, program: Any) -> Projection | None:
+    """What `program` (compiled from `source`) reads of the variables, cached per source."""
     try:
-        return _REFERENCED[source]
+        return _PROJECTIONS[source]
     except KeyError:
         pass
     try:
         names: frozenset[str] | None = frozenset(program.variables())
     except Exception:  # not the binding's Program (a test double): give it everything
         names = None
-    if len(_REFERENCED) < _REFERENCED_MAX:
-        _REFERENCED[source] = names
-    return names
+    projection: Projection | None = None
+    if names is not None:
+        paths = _paths(source)
+        projection = tuple(sorted((name, _fields(paths.get(name, []))) for name in names))
+    if len(_PROJECTIONS) < _PROJECTIONS_MAX:
+        _PROJECTIONS[source] = projection
+    return projection
 
 
 def event_variables(event: EventContext | None) -> dict[str, Any]:
@@ -132,7 +192,7 @@ def evaluate(source: str, variables: Variables | Mapping[str, Any]) -> Any:
             raise ExpressionError(source, str(exc)) from None
     try:
         if isinstance(variables, Variables):
-            return program.execute(variables.context(referenced_names(source, program)))
+            return program.execute(variables.context(projection_of(source, program)))
         return program.execute(dict(variables))
     except KeyError as exc:
         # A missing map key is the common case: name it, and point at has().

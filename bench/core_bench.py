@@ -38,9 +38,12 @@ def _catalog(wait: str) -> Any:
 
 def _effects_json(effects: Any) -> list[bytes]:
     """What the runtime's _collect serializes per effect."""
-    from schemas.common import json_bytes
-
-    return [json_bytes(model) for model in (*effects.sends, *effects.steps)]
+    models = (*effects.sends, *effects.steps)
+    try:
+        from schemas.common import json_bytes
+    except ImportError:  # a tree from before json_bytes
+        return [orjson.dumps(model.model_dump(mode="json")) for model in models]
+    return [json_bytes(model) for model in models]
 
 
 def measure(profiles: int) -> dict[str, float]:

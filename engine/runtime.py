@@ -99,18 +99,24 @@ def _validation_reason(exc: ValidationError) -> str:
     return "invalid profile event: " + "; ".join(parts)
 
 
+_STATE_AT = b',"state":'
+
+
 def state_to_bytes(state: ProfileState) -> bytes:
-    # `due` sits beside the state so a rebuild of the timer index needs no model parse.
+    """`{"due": <epoch or null>, "state": {...}}`: `due` sits beside the state so a rebuild
+    of the timer index needs no model parse. The state's JSON comes straight from
+    pydantic's serializer (as `model_dump(mode="json", exclude_defaults=True)` would give
+    it), spliced in rather than dumped again through a dict."""
     due = state.next_due()
-    return orjson.dumps(
-        {
-            "due": due.timestamp() if due else None,
-            "state": state.model_dump(mode="json", exclude_defaults=True),
-        }
-    )
+    body = state.__pydantic_serializer__.to_json(state, exclude_defaults=True)
+    return b'{"due":' + orjson.dumps(due.timestamp() if due else None) + _STATE_AT + body + b"}"
 
 
 def state_from_bytes(raw: bytes) -> ProfileState:
+    at = raw.find(_STATE_AT)
+    if at > 0 and raw.startswith(b'{"due":') and raw.endswith(b"}"):
+        # As state_to_bytes writes it (and orjson did before): parse the state's JSON alone.
+        return ProfileState.model_validate_json(raw[at + len(_STATE_AT) : -1])
     return ProfileState.model_validate(orjson.loads(raw)["state"])
 
 

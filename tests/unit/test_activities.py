@@ -30,7 +30,9 @@ from activities import (
     wait_for_event,
     whatsapp,
 )
+from activities.expressions import projection_of
 from engine.loader import parse_journey
+from schemas.common import compile_expression
 from schemas.journey import (
     Activity,
     EndActivity,
@@ -234,20 +236,64 @@ def test_precompiled_programs_are_used_before_the_shared_cache():
     assert evaluate("1 + 1", Variables({})) == 2
 
 
-def test_an_expression_converts_only_the_variables_it_names():
+def test_an_expression_converts_only_the_variables_and_fields_it_reads():
     class Unconvertible:
         pass
 
     # A value CEL cannot take fails only the expressions that read it.
-    variables = Variables({"profile": {"tier": "gold"}, "context": {"x": Unconvertible()}})
+    variables = Variables(
+        {
+            "profile": {"tier": "gold", "odd": Unconvertible(), "address": {"city": "Vigo"}},
+            "context": {"x": Unconvertible()},
+        }
+    )
     assert evaluate('profile.tier == "gold"', variables) is True
+    assert evaluate('profile.address.city + "!"', variables) == "Vigo!"
+    assert evaluate("has(profile.missing)", variables) is False
+    assert evaluate("profile.tier.startsWith('g')", variables) is True  # a method: whole tier
     with pytest.raises(ExpressionError):
         evaluate("has(context.x)", variables)
-    # One conversion per set of names, shared by the run's expressions.
-    first = variables.context(frozenset({"profile"}))
-    assert evaluate("size(profile) == 1", variables) is True
-    assert variables.context(frozenset({"profile"})) is first
-    assert variables.context(frozenset({"profile", "now"})) is not first
+    with pytest.raises(ExpressionError):
+        evaluate("size(profile) == 3", variables)  # the whole map, odd value and all
+    with pytest.raises(ExpressionError):
+        evaluate('profile["tier"] == "gold"', variables)  # indexing takes the whole map too
+    # One conversion per projection, shared by the run's expressions that read the same.
+    tier = projection_of('profile.tier == "gold"', compile_expression('profile.tier == "gold"'))
+    assert tier == (("profile", (("tier", None),)),)
+    first = variables.context(tier)
+    assert evaluate('profile.tier != "gold"', variables) is False
+    assert variables.context(tier) is first
+
+
+@pytest.mark.parametrize(
+    ("source", "projection"),
+    [
+        ("profile.first_name", (("profile", (("first_name", None),)),)),
+        (
+            "event.data.cart_total > 20 && event.type == 'x'",
+            (("event", (("data", (("cart_total", None),)), ("type", None))),),
+        ),
+        ("has(profile.a) && profile.a.b > 1", (("profile", (("a", None),)),)),
+        ("size(profile) > 0", (("profile", None),)),
+        ("'k' in profile", (("profile", None),)),
+        ("profile.tags[0]", (("profile", (("tags", None),)),)),
+        ("profile.name.size() > 2", (("profile", (("name", None),)),)),
+        (
+            "profile.exists(k, k == 'a')",
+            (("k", None), ("profile", None)),
+        ),  # k: a macro's own variable
+        (
+            "now + duration('1h') > journey.entered_at",
+            (("journey", (("entered_at", None),)), ("now", None)),
+        ),
+        (
+            "string(event.data.n) + profile . first_name",
+            (("event", (("data", (("n", None),)),)), ("profile", (("first_name", None),))),
+        ),
+    ],
+)
+def test_what_an_expression_reads(source: str, projection: Any) -> None:
+    assert projection_of(source, compile_expression(source)) == projection
 
 
 # --- entry ------------------------------------------------------------------------------
