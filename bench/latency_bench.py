@@ -178,6 +178,18 @@ async def paced_phase(
         for r in requests
         if r.key is not None and r.key in event_ts
     ]
+    # Per second of the phase (by event time): median and max event → SendRequest, to tell
+    # a stall that never drains from a slow start or a burst.
+    start_ms = min(event_ts.values(), default=0)
+    by_second: dict[int, list[float]] = {}
+    for r in requests:
+        if r.key is not None and r.key in event_ts:
+            second = int((event_ts[r.key] - start_ms) // 1000)
+            by_second.setdefault(second, []).append(float(r.timestamp_ms - event_ts[r.key]))
+    timeline = [
+        {"second": sec, "p50_ms": percentile(vals, 50), "max_ms": max(vals)}
+        for sec, vals in sorted(by_second.items())
+    ]
     to_sandbox = [
         received_at(m) * 1000 - event_ts[key.encode()]
         for m in messages
@@ -194,6 +206,7 @@ async def paced_phase(
         "drain_seconds": drained,
         "event_to_send_request": summary(to_send),
         "event_to_sandbox": summary(to_sandbox),
+        "event_to_send_request_by_second": timeline,
         "sandbox_received": len(to_sandbox),
         "complete": got >= before + expected and len(to_sandbox) >= expected,
         "engine_cpu_share": engine_cpu,
