@@ -30,6 +30,7 @@ async def test_worker_consumer_fetch_wait_comes_from_settings(
     settings = Settings(
         whatsapp_token="sandbox-token",
         kafka_fetch_max_wait_ms=37,
+        kafka_fetch_min_bytes=4096,
         data_dir=tmp_path,
         app_id=f"wiring-{tmp_path.name}",
     )
@@ -38,6 +39,7 @@ async def test_worker_consumer_fetch_wait_comes_from_settings(
     assert isinstance(thread, ShortFetchThread)
     consumer = thread._create_worker_consumer(app.transport)
     assert consumer._fetch_max_wait_ms == 37
+    assert consumer._fetch_min_bytes == 4096
     assert consumer._group_id == settings.app_id  # still faust's worker consumer
 
 
@@ -60,11 +62,14 @@ async def test_recovery_fetches_with_fausts_wait_and_processing_with_the_setting
     # faust's changelog recovery is built for its own 1,500 ms; the short wait is put
     # back by perform_seek, the last step of every recovery.
     settings = Settings(
-        kafka_fetch_max_wait_ms=37, data_dir=tmp_path, app_id=f"recovery-{tmp_path.name}"
+        kafka_fetch_max_wait_ms=37,
+        kafka_fetch_min_bytes=4096,
+        data_dir=tmp_path,
+        app_id=f"recovery-{tmp_path.name}",
     )
     app = create_app(settings, frozenset({"engine"}), web=False)
     consumer: Any = app.consumer
-    fetcher = SimpleNamespace(_fetch_max_wait_ms=37)
+    fetcher = SimpleNamespace(_fetch_max_wait_ms=37, _fetch_min_bytes=4096)
     monkeypatch.setattr(
         consumer, "_thread", SimpleNamespace(_consumer=SimpleNamespace(_fetcher=fetcher))
     )
@@ -72,23 +77,27 @@ async def test_recovery_fetches_with_fausts_wait_and_processing_with_the_setting
     calls: list[str] = []
 
     async def assigned(self: Any, assigned: set[Any], generation_id: int = 0) -> None:
-        calls.append(f"assigned:{fetcher._fetch_max_wait_ms}")
+        calls.append(f"assigned:{fetcher._fetch_max_wait_ms}/{fetcher._fetch_min_bytes}")
 
     async def seek(self: Any) -> None:
-        calls.append(f"seek:{fetcher._fetch_max_wait_ms}")
+        calls.append(f"seek:{fetcher._fetch_max_wait_ms}/{fetcher._fetch_min_bytes}")
 
     monkeypatch.setattr(faust_aiokafka.Consumer, "on_partitions_assigned", assigned)
     monkeypatch.setattr(faust_aiokafka.Consumer, "perform_seek", seek)
     await consumer.on_partitions_assigned(set(), 1)
+    # Recovery: faust's wait, answered at the first byte (a small changelog must not wait).
     assert fetcher._fetch_max_wait_ms == RECOVERY_FETCH_MAX_WAIT_MS == 1500
+    assert fetcher._fetch_min_bytes == 1
     await consumer.perform_seek()
-    assert fetcher._fetch_max_wait_ms == 37
-    assert calls == ["assigned:1500", "seek:1500"]
+    assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (37, 4096)
+    assert calls == ["assigned:1500/1", "seek:1500/1"]
 
 
 def test_fetch_wait_is_bounded() -> None:
     with pytest.raises(ValueError, match="kafka_fetch_max_wait_ms"):
         Settings(kafka_fetch_max_wait_ms=0)
+    with pytest.raises(ValueError, match="kafka_fetch_min_bytes"):
+        Settings(kafka_fetch_min_bytes=0)
 
 
 async def test_a_failed_flush_stops_the_worker_and_commits_nothing_after_it(
