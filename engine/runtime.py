@@ -145,6 +145,10 @@ def _raise_bad_due_tick() -> ProcessResult | None:
     raise BadRecord('due tick is not {"due": [[profile_id, due], ...]}')
 
 
+def _raise_bad_due_entry() -> ProcessResult | None:
+    raise BadRecord("due tick entry is not [profile_id, due]")
+
+
 # prometheus_client's labels() takes a lock and builds a key per call: once per record here.
 @functools.cache
 def _processed(source: str, outcome: str) -> Any:
@@ -384,36 +388,18 @@ class EngineRuntime:
         topic = message.topic
         key: bytes | None = message.key
         value: bytes | None = message.value
+        run: Callable[[], ProcessResult | None]
         if topic == self.topics.timers.get_topic_name():
             if value and value.startswith(DUE_TICK_PREFIX):
                 self._on_due_tick(event, value, now, pending)
                 return
-            self._guarded(
-                "timer",
-                event,
-                key,
-                value,
-                lambda: self._on_timer(key, value, now, pending),
-                pending,
-            )
+            source, run = "timer", lambda: self._on_timer(key, value, now, pending)
         elif topic == self.topics.delivery_events.get_topic_name():
-            self._guarded(
-                "delivery",
-                event,
-                key,
-                value,
-                lambda: self._on_delivery(key, value, now, pending),
-                pending,
-            )
+            source, run = "delivery", lambda: self._on_delivery(key, value, now, pending)
         else:
-            self._guarded(
-                "event",
-                event,
-                key,
-                value,
-                lambda: self._on_profile_event(key, value, message.partition, now, pending),
-                pending,
-            )
+            source = "event"
+            run = lambda: self._on_profile_event(key, value, message.partition, now, pending)  # noqa: E731
+        self._guarded(source, event, key, value, run, pending)
 
     def _guarded(
         self,
@@ -553,26 +539,35 @@ class EngineRuntime:
             return
         for item in profiles:
             single = orjson.dumps(item)  # what a dead letter keeps of this profile
-            key = item[0].encode() if _is_due_item(item) else None
-            self._guarded(
-                "timer",
-                event,
+            if not _is_due_item(item):
+                self._guarded("timer", event, None, single, _raise_bad_due_entry, pending)
+                continue
+            profile_id, due_at = item
+            key = profile_id.encode()
+            fire = functools.partial(
+                self._on_due_profile,
+                profile_id,
                 key,
-                single,
-                functools.partial(self._on_due_profile, item, message.partition, now, pending),
+                float(due_at),
+                message.partition,
+                now,
                 pending,
             )
+            self._guarded("timer", event, key, single, fire, pending)
 
     def _on_due_profile(
-        self, item: Any, partition: int, now: datetime, pending: _Pending
+        self,
+        profile_id: str,
+        key: bytes,
+        due_at: float,
+        partition: int,
+        now: datetime,
+        pending: _Pending,
     ) -> ProcessResult | None:
-        if not _is_due_item(item):
-            raise BadRecord("due tick entry is not [profile_id, due]")
-        profile_id, due_at = item
-        if self._partition_of(profile_id.encode()) != partition:
+        if self._partition_of(key) != partition:
             # Its state lives in another partition's table: this worker may not own it.
             raise BadRecord("due tick names a profile of another partition")
-        return self._fire(profile_id, float(due_at), now, pending)
+        return self._fire(profile_id, due_at, now, pending)
 
     def _on_timer(
         self, key: bytes | None, value: bytes | None, now: datetime, pending: _Pending
@@ -638,13 +633,14 @@ class EngineRuntime:
         # no exit on them): those are dropped on their status alone, before the model is
         # validated and the profile's state read. The engine reads every delivery event.
         try:
-            status = orjson.loads(value).get("status")
+            raw = orjson.loads(value)
+            status = raw.get("status")
         except (orjson.JSONDecodeError, AttributeError):
             return None  # not the engine's to judge: the connector owns this topic's records
         if isinstance(status, str) and not self.catalog.listens_to(f"whatsapp.{status}"):
             return None
         try:
-            delivery = DeliveryEvent.model_validate_json(value)
+            delivery = DeliveryEvent.model_validate(raw)  # the JSON already parsed above
         except ValidationError:
             return None  # not the engine's to judge: the connector owns this topic's records
         event = delivery_to_event(delivery)
