@@ -1,6 +1,8 @@
 """Safe CEL evaluation for conditions and template parameters, one error type for every failure.
 
 Callers build one `Variables` per activity run; each expression sees only the variables it names.
+A field, `string(field)` or a field compared with a literal of its own type is answered
+without the binding (activities/simple_cel.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 import cel
 
+from activities.simple_cel import UNDECIDED, SimpleProgram, simple_program
 from schemas.common import compile_expression
 from schemas.state import EventContext
 
@@ -182,8 +185,34 @@ def build_variables(
     )
 
 
+# Each source's direct evaluation (activities/simple_cel.py), or None: CEL's only.
+_SIMPLE: dict[str, SimpleProgram | None] = {}
+_SIMPLE_MAX = 8192
+
+
+def _simple(source: str) -> SimpleProgram | None:
+    try:
+        return _SIMPLE[source]
+    except KeyError:
+        pass
+    try:
+        compile_expression(source)  # only valid CEL is answered directly
+        simple = simple_program(source)
+    except ValueError:
+        simple = None
+    if len(_SIMPLE) < _SIMPLE_MAX:
+        _SIMPLE[source] = simple
+    return simple
+
+
 def evaluate(source: str, variables: Variables | Mapping[str, Any]) -> Any:
     """Evaluate a CEL expression; any failure is raised as ExpressionError(source, reason)."""
+    if isinstance(variables, Variables):
+        simple = _simple(source)
+        if simple is not None:
+            value = simple(variables.values)
+            if value is not UNDECIDED:
+                return value
     program = variables.programs.get(source) if isinstance(variables, Variables) else None
     if program is None:
         try:

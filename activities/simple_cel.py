@@ -1,0 +1,156 @@
+"""The simplest CEL expressions answered in Python, where the answer cannot differ from CEL's.
+
+Most journeys' expressions are a field, `string(field)` or a field compared with a
+literal. Running them through the binding costs a context conversion of microseconds
+per value (docs/BENCHMARKS.md); these forms are answered directly when the field's
+value has the literal's own type, and are handed back to the binding otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any, Final
+
+# What a simple program returns when the binding must answer: a missing key, a value of
+# another type, an out-of-range number. The binding then gives the value or the error.
+UNDECIDED: Final = object()
+
+SimpleProgram = Callable[[dict[str, Any]], Any]
+
+_INT64 = (-(2**63), 2**63)
+# CEL's reserved words and literals: never a variable's name.
+_RESERVED = frozenset(
+    [
+        "true",
+        "false",
+        "null",
+        "in",
+        "as",
+        "break",
+        "const",
+        "continue",
+        "else",
+        "for",
+        "function",
+        "if",
+        "import",
+        "let",
+        "loop",
+        "package",
+        "namespace",
+        "return",
+        "var",
+        "void",
+        "while",
+    ]
+)
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_PATH = rf"{_IDENT}(?:\.{_IDENT})*"
+# Literals without escapes, prefixes or exponents: their value is their text.
+_LITERAL = r"""(?:"[^"\\\r\n]*"|'[^'\\\r\n]*'|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?|true|false)"""
+_COMPARISON = re.compile(rf"\s*({_PATH})\s*(==|!=|<=|>=|<|>)\s*({_LITERAL})\s*")
+_FIELD = re.compile(rf"\s*({_PATH})\s*")
+_STRING_OF = re.compile(rf"\s*string\(\s*({_PATH})\s*\)\s*")
+
+
+def _lookup(values: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = values
+    for name in path:
+        # Plain dicts only: another mapping type converts however the binding makes it.
+        if type(value) is not dict:
+            return UNDECIDED
+        value = value.get(name, UNDECIDED)
+        if value is UNDECIDED:
+            return UNDECIDED
+    return value
+
+
+def _plain(value: Any) -> bool:
+    """A value the binding converts to the same Python value it returns."""
+    kind = type(value)
+    if kind is int:
+        return bool(_INT64[0] <= value < _INT64[1])
+    if kind is float:
+        return math.isfinite(value)
+    return value is None or kind is str or kind is bool
+
+
+def _literal(text: str) -> Any:
+    if text[0] in "\"'":
+        return text[1:-1]
+    if text in ("true", "false"):
+        return text == "true"
+    return float(text) if "." in text else int(text)
+
+
+_ORDER: dict[str, Callable[[Any, Any], bool]] = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+def _path(text: str) -> tuple[str, ...] | None:
+    path = tuple(text.split("."))
+    return None if path[0] in _RESERVED else path
+
+
+def _comparison(path: tuple[str, ...], op: str, literal: Any) -> SimpleProgram | None:
+    kind = type(literal)
+    if kind is int and not _INT64[0] <= literal < _INT64[1]:
+        return None
+    if kind is bool and op not in ("==", "!="):
+        return None  # bools are only compared for equality here
+    compare = _ORDER[op]
+
+    def run(values: dict[str, Any]) -> Any:
+        value = _lookup(values, path)
+        # Same type only: CEL's cross-type rules (1 == 1.0, bool vs int, uint) stay its own.
+        if type(value) is not kind or not _plain(value):
+            return UNDECIDED
+        return compare(value, literal)
+
+    return run
+
+
+def _field(path: tuple[str, ...]) -> SimpleProgram:
+    def run(values: dict[str, Any]) -> Any:
+        value = _lookup(values, path)
+        return value if value is not UNDECIDED and _plain(value) else UNDECIDED
+
+    return run
+
+
+def _string_of(path: tuple[str, ...]) -> SimpleProgram:
+    def run(values: dict[str, Any]) -> Any:
+        value = _lookup(values, path)
+        kind = type(value)
+        if kind is str:
+            return value
+        if kind is int and _plain(value):
+            return str(value)
+        return UNDECIDED  # floats, bools, null: the binding's own spelling
+
+    return run
+
+
+def simple_program(source: str) -> SimpleProgram | None:
+    """A direct evaluation of `source` (valid CEL) if it has one of the simple forms.
+
+    The program returns the value CEL would, or UNDECIDED when the binding must answer.
+    """
+    if match := _COMPARISON.fullmatch(source):
+        path = _path(match.group(1))
+        return _comparison(path, match.group(2), _literal(match.group(3))) if path else None
+    if match := _STRING_OF.fullmatch(source):
+        path = _path(match.group(1))
+        return _string_of(path) if path else None
+    if match := _FIELD.fullmatch(source):
+        path = _path(match.group(1))
+        return _field(path) if path else None
+    return None
