@@ -54,29 +54,49 @@ def murmur2(data: bytes) -> int:
     return h
 
 
+KEY_HASHES_MAX = 65_536
+
+
+def key_hash(key: bytes, hashes: dict[bytes, int]) -> int:
+    """The partitioner's hash of `key` (murmur2, positive), remembered in `hashes`.
+
+    murmur2 is pure Python (~2 µs); the engine hashes each profile id for its partition
+    check, its timer tick and every record it writes for it, so a bounded cache shared by
+    those answers most of them. Emptied when full: it only saves work."""
+    hash_ = hashes.get(key)
+    if hash_ is None:
+        if len(hashes) >= KEY_HASHES_MAX:
+            hashes.clear()
+        hash_ = hashes[key] = int(murmur2(key) & 0x7FFFFFFF)
+    return hash_
+
+
 async def produce_batched(
     producer: AIOKafkaProducer,
     records: Iterable[tuple[str, bytes | None, bytes | None]],
     partitions: Iterable[int | None] | None = None,
+    hashes: dict[bytes, int] | None = None,
 ) -> list[Any]:
     """Queue every (topic, key, value); return the futures that resolve once Kafka has them.
 
-    `partitions`, when given, names each record's partition (None: by its key)."""
-    return [future for future, _ in await produce_counted(producer, records, partitions)]
+    `partitions`, when given, names each record's partition (None: by its key); `hashes`
+    is a key-hash cache (`key_hash`) to use and fill."""
+    sent = await produce_counted(producer, records, partitions, hashes)
+    return [future for future, _ in sent]
 
 
 async def produce_counted(
     producer: AIOKafkaProducer,
     records: Iterable[tuple[str, bytes | None, bytes | None]],
     partitions: Iterable[int | None] | None = None,
+    hashes: dict[bytes, int] | None = None,
 ) -> list[tuple[Any, int]]:
     """As `produce_batched`, with the number of records behind each future: a batch's
     future resolves to its first record's metadata, its last is that offset + count - 1."""
     cluster = producer.client.cluster
     counts: dict[str, int | None] = {}
-    # murmur2 is pure Python; a batch keys most of its records by a few
-    # profile ids (steps, send request, tick), so each key is hashed once per call.
-    hashed: dict[bytes, int] = {}
+    # A batch keys most of its records by a few profile ids (steps, send request, tick).
+    hashed: dict[bytes, int] = {} if hashes is None else hashes
     builders: dict[tuple[str, int], list[Any]] = {}  # [builder, records in it]
     futures: list[tuple[Any, int]] = []
     chosen = iter(partitions) if partitions is not None else None
@@ -90,10 +110,7 @@ async def produce_counted(
             if key is None or count is None:
                 futures.append((await producer.send(topic, value, key=key), 1))
                 continue
-            hash_ = hashed.get(key)
-            if hash_ is None:
-                hash_ = hashed[key] = int(murmur2(key) & 0x7FFFFFFF)
-            partition = hash_ % count
+            partition = key_hash(key, hashed) % count
         where = (topic, partition)
         entry = builders.get(where)
         if entry is None:

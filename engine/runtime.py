@@ -48,7 +48,7 @@ from engine.observability import (
     TIMER_LAG,
     TIMERS_PENDING,
 )
-from engine.produce import murmur2, produce_batched, produce_counted
+from engine.produce import key_hash, produce_batched, produce_counted
 from engine.registry import DefinitionsFollower
 from engine.timers import TimerIndex
 from schemas.campaign import AudienceTick
@@ -180,6 +180,7 @@ class EngineRuntime:
         self.timers = TimerIndex()
         self.definitions = DefinitionsFollower(settings, self._apply_deployment)
         self.partitions = settings.topic_partitions
+        self._key_hashes: dict[bytes, int] = {}  # murmur2 of recent profile ids (key_hash)
         self.profiles = app.Table(
             "profiles",
             default=None,
@@ -338,6 +339,7 @@ class EngineRuntime:
         futures = await produce_batched(
             producer,
             [(topic.get_topic_name(), key, value) for topic, key, value in pending.effects],
+            hashes=self._key_hashes,
         )
         if futures:
             await asyncio.gather(*futures)
@@ -707,7 +709,7 @@ class EngineRuntime:
         self._refresh_instance_gauge()
 
     def _partition_of(self, key: bytes) -> int:
-        return int(murmur2(key) & 0x7FFFFFFF) % self.partitions
+        return key_hash(key, self._key_hashes) % self.partitions
 
     async def _rebuild_timer_index(self) -> None:
         """After a rebalance: index the timers of the partitions this worker now owns."""

@@ -12,7 +12,8 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.produce import murmur2, produce_counted
+from engine import produce
+from engine.produce import key_hash, murmur2, produce_counted
 
 
 class FakeProducer:
@@ -64,3 +65,28 @@ def test_murmur2_is_kafkas_as_aiokafka_computes_it(key: bytes) -> None:
 )
 def test_murmur2_gives_the_java_clients_values(key: str, java: int) -> None:
     assert murmur2(key.encode()) == java & 0xFFFFFFFF
+
+
+def test_key_hash_is_the_positive_murmur2_and_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(produce, "KEY_HASHES_MAX", 4)
+    hashes: dict[bytes, int] = {}
+    for i in range(10):
+        key = f"p-{i}".encode()
+        assert key_hash(key, hashes) == aiokafka_murmur2(key) & 0x7FFFFFFF
+        assert hashes[key] == aiokafka_murmur2(key) & 0x7FFFFFFF
+        assert len(hashes) <= 4
+    # A remembered hash is answered from the cache: a planted value proves it is used.
+    hashes[b"planted"] = 7
+    assert key_hash(b"planted", hashes) == 7
+
+
+async def test_a_shared_cache_places_records_by_their_hash() -> None:
+    producer = FakeProducer(partitions=3)
+    hashes = {b"k": 5}  # 5 % 3: partition 2, whatever murmur2 says
+    await produce_counted(cast(AIOKafkaProducer, producer), [("t", b"k", b"v")], hashes=hashes)
+    assert [(topic, partition) for topic, partition, _, _ in producer.handed] == [("t", 2)]
+    await produce_counted(cast(AIOKafkaProducer, producer), [("t", b"new", b"v")], hashes=hashes)
+    assert hashes[b"new"] == aiokafka_murmur2(b"new") & 0x7FFFFFFF
+    assert producer.handed[-1][1] == hashes[b"new"] % 3
