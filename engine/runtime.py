@@ -470,7 +470,9 @@ class EngineRuntime:
             return pending.states[profile_id][1]
         if profile_id in self._in_flight:
             return self._in_flight[profile_id][1]
-        raw = self.profiles.get(profile_id.encode())
+        # The store itself, as flush writes it: the table's own get() adds sensor calls and
+        # a KeyError per new profile. A RocksDB store reads the current event's partition.
+        raw = self.profiles.data.get(profile_id.encode())
         return state_from_bytes(raw) if raw else None
 
     def _state_for(self, profile_id: str, pending: _Pending) -> ProfileState:
