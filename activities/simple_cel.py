@@ -67,14 +67,27 @@ def _lookup(values: dict[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
+def _text(value: str) -> bool:
+    """Text the binding can convert: not a lone surrogate (which it refuses)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _plain(value: Any) -> bool:
     """A value the binding converts to the same Python value it returns."""
     kind = type(value)
+    if kind is str:
+        return _text(value)
     if kind is int:
         return bool(_INT64[0] <= value < _INT64[1])
     if kind is float:
         return math.isfinite(value)
-    return value is None or kind is str or kind is bool
+    return value is None or kind is bool
 
 
 def _literal(text: str) -> Any:
@@ -130,7 +143,7 @@ def _string_of(path: tuple[str, ...]) -> SimpleProgram:
     def run(values: dict[str, Any]) -> Any:
         value = _lookup(values, path)
         kind = type(value)
-        if kind is str:
+        if kind is str and _text(value):
             return value
         if kind is int and _plain(value):
             return str(value)

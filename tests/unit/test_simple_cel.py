@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from activities import expressions
 from activities.expressions import ExpressionError, Variables, evaluate
 from activities.simple_cel import UNDECIDED, simple_program
 
@@ -18,6 +19,7 @@ VALUES: list[Any] = [
     "b",
     "é",
     "",
+    "\ud800",  # a lone surrogate: the binding refuses it
     0,
     5,
     -3,
@@ -65,13 +67,15 @@ def _outcome(source: str, variables: Variables | dict[str, Any]) -> tuple[str, A
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_a_direct_answer_is_cel_s_answer(source: str) -> None:
-    """Evaluated with Variables (direct when it can) and with a plain mapping (always the
-    binding), every value gives the same result or the same error."""
+def test_a_direct_answer_is_cel_s_answer(source: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluated as the engine does (direct when it can) and with the direct path turned
+    off (always the binding), every value gives the same result or the same error."""
     for value in VALUES:
         values = _variables(value)
         direct = _outcome(source, Variables(values))
-        binding = _outcome(source, values)
+        with monkeypatch.context() as binding_only:
+            binding_only.setattr(expressions, "_simple", lambda source: None)
+            binding = _outcome(source, Variables(values))
         assert direct == binding, (source, value)
 
 
