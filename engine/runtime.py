@@ -62,6 +62,10 @@ from schemas.state import ProfileState
 
 log = structlog.get_logger(__name__)
 
+# A batch is flushed at this many records, or at this many changed profiles: a due tick
+# is one record that can fire DUE_TICK_MAX profiles. The profiles bound what a kill
+# between a batch's effects and its changelog makes the restart publish again (fewer
+# than BATCH_MAX + DUE_TICK_MAX profiles' step records; docs/RELIABILITY.md).
 BATCH_MAX = 500
 
 
@@ -268,13 +272,16 @@ class EngineRuntime:
         async for event in manual.events():
             self._process_record(event, datetime.now(UTC), self._pending)
             self._batch.append(event)
-            if len(self._batch) >= BATCH_MAX:
+            if self._batch_full():
                 await self.flush(manual)
             elif self._flush_timer is None:
                 self._flush_timer = loop.call_later(
                     self.settings.engine_batch_window_ms / 1000,
                     lambda: self._background(self.flush(manual)),
                 )
+
+    def _batch_full(self) -> bool:
+        return len(self._batch) >= BATCH_MAX or len(self._pending.states) >= BATCH_MAX
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)

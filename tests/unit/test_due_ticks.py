@@ -180,3 +180,29 @@ def test_a_tick_of_the_earlier_format_still_fires(runtime: EngineRuntime) -> Non
     runtime._process_record(cast(Any, tick), at("1m"), pending)
     requests = [v for t, _, v in pending.effects if t is runtime.topics.whatsapp_requests]
     assert len(requests) == 1
+
+
+def test_a_batch_is_full_at_batch_max_records_or_changed_profiles(
+    runtime: EngineRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One due tick can change hundreds of profiles: the batch is bounded by those too, so
+    # a kill between its effects and its changelog repeats a bounded number of steps.
+    monkeypatch.setattr(runtime_module, "BATCH_MAX", 3)
+    staged = _Pending()
+    profiles = _profiles_on(runtime, 4, 3)
+    for pid in profiles:
+        _waiting(runtime, pid, staged)
+    # Their stored states, as the table would give them.
+    monkeypatch.setattr(runtime, "_lookup", lambda profile_id, _: staged.states[profile_id][1])
+    due = at("1m").timestamp()
+    tick = _due_tick(runtime, [[pid, due] for pid in profiles[:2]], partition=4)
+    runtime._process_record(cast(Any, tick), at("1m") + timedelta(seconds=1), runtime._pending)
+    runtime._batch.append(cast(Any, tick))
+    assert len(runtime._pending.states) == 2 and not runtime._batch_full()
+    tick = _due_tick(runtime, [[profiles[2], due]], partition=4)
+    runtime._process_record(cast(Any, tick), at("1m") + timedelta(seconds=1), runtime._pending)
+    runtime._batch.append(cast(Any, tick))
+    assert len(runtime._batch) == 2 and runtime._batch_full()  # three profiles changed
+    runtime._pending = _Pending()
+    runtime._batch = [cast(Any, tick)] * 3
+    assert runtime._batch_full()  # three records
