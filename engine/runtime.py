@@ -48,7 +48,7 @@ from engine.observability import (
     TIMER_LAG,
     TIMERS_PENDING,
 )
-from engine.produce import key_hash, produce_batched, produce_counted
+from engine.produce import key_hash, murmur2, produce_batched, produce_counted
 from engine.registry import DefinitionsFollower
 from engine.timers import TimerIndex
 from schemas.campaign import AudienceTick
@@ -226,7 +226,7 @@ class EngineRuntime:
             runs_topic=runs_topic,
             definitions_ready=self.definitions.ready,
             owned_partitions=self._owned_partitions,
-            partition_of=self._partition_of,
+            partition_of=self._scanned_partition_of,
             on_run_cancelled=self._run_cancelled,
         )
         app.agent(self._source_topics, name="journey-engine")(self._agent)
@@ -718,7 +718,13 @@ class EngineRuntime:
         self._refresh_instance_gauge()
 
     def _partition_of(self, key: bytes) -> int:
+        """A profile id's partition, remembered for the records about it that follow."""
         return key_hash(key, self._key_hashes) % self.partitions
+
+    def _scanned_partition_of(self, key: bytes) -> int:
+        """As `_partition_of`, for passes over the whole table: not remembered, so a pass
+        does not push the profiles in use out of the cache."""
+        return int(murmur2(key) & 0x7FFFFFFF) % self.partitions
 
     async def _rebuild_timer_index(self) -> None:
         """After a rebalance: index the timers of the partitions this worker now owns."""
@@ -726,7 +732,7 @@ class EngineRuntime:
         self.timers.clear()
         count = 0
         for key, raw in self.profiles.items():
-            if raw is None or self._partition_of(key) not in owned:
+            if raw is None or self._scanned_partition_of(key) not in owned:
                 continue
             due = due_from_bytes(raw)
             if due is not None:
@@ -747,7 +753,7 @@ class EngineRuntime:
             owned = self._owned_partitions()
         counts: Counter[tuple[str, str]] = Counter()
         for key, raw in self.profiles.items():
-            if raw is None or self._partition_of(key) not in owned:
+            if raw is None or self._scanned_partition_of(key) not in owned:
                 continue
             for inst in orjson.loads(raw)["state"].get("instances", {}).values():
                 counts[(inst["journey_id"], inst["activity_id"])] += 1

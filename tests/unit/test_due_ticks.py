@@ -206,3 +206,14 @@ def test_a_batch_is_full_at_batch_max_records_or_changed_profiles(
     runtime._pending = _Pending()
     runtime._batch = [cast(Any, tick)] * 3
     assert runtime._batch_full()  # three records
+
+
+def test_table_scans_agree_with_the_partition_cache_without_filling_it(
+    runtime: EngineRuntime,
+) -> None:
+    keys = [f"p-{i}".encode() for i in range(200)]
+    scanned = [runtime._scanned_partition_of(key) for key in keys]
+    assert runtime._key_hashes == {}  # a pass over the table leaves the cache alone
+    assert scanned == [runtime._partition_of(key) for key in keys]
+    assert len(set(scanned)) == runtime.partitions  # 200 ids reach every partition
+    assert len(runtime._key_hashes) == len(keys)
