@@ -14,7 +14,7 @@ from typing import Any
 
 import cel
 
-from activities.simple_cel import UNDECIDED, SimpleProgram, simple_program
+from activities.simple_cel import IDENT, UNDECIDED, SimpleProgram, simple_program
 from schemas.common import compile_expression
 from schemas.state import EventContext
 
@@ -67,11 +67,10 @@ class Variables:
 Fields = tuple[tuple[str, "Fields | None"], ...]
 Projection = tuple[tuple[str, Fields | None], ...]
 
-_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 # An identifier not preceded by a dot or another identifier's character, its chain of
 # `.field` selections, and whether a call follows (then the chain's last name is a
 # method or function, not a field).
-_USE = re.compile(rf"(?<![\w.])({_IDENT})((?:\s*\.\s*{_IDENT})*)(\s*\()?")
+_USE = re.compile(rf"(?<![\w.])({IDENT})((?:\s*\.\s*{IDENT})*)(\s*\()?")
 _DOT = re.compile(r"\s*\.\s*")
 
 

@@ -9,6 +9,7 @@ value has the literal's own type, and are handed back to the binding otherwise.
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Callable
 from typing import Any, Final
@@ -46,8 +47,8 @@ _RESERVED = frozenset(
         "while",
     ]
 )
-_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-_PATH = rf"{_IDENT}(?:\.{_IDENT})*"
+IDENT = r"[A-Za-z_][A-Za-z0-9_]*"  # a CEL identifier (expressions.py uses it too)
+_PATH = rf"{IDENT}(?:\.{IDENT})*"
 # Literals without escapes, prefixes or exponents: their value is their text.
 _LITERAL = r"""(?:"[^"\\\r\n]*"|'[^'\\\r\n]*'|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?|true|false)"""
 _COMPARISON = re.compile(rf"\s*({_PATH})\s*(==|!=|<=|>=|<|>)\s*({_LITERAL})\s*")
@@ -99,12 +100,12 @@ def _literal(text: str) -> Any:
 
 
 _ORDER: dict[str, Callable[[Any, Any], bool]] = {
-    "==": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
 }
 
 

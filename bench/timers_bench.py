@@ -183,13 +183,15 @@ async def firing_lag(broker: Broker, cfg: TimersConfig, log_dir: Path) -> dict[s
             got, _ = await sends.wait_for(1 + sent, timeout=cfg.timeout, watch=[process])
         if got < 1 + sent:
             raise BenchError(f"{got - 1} of {sent} timers fired in time")
+        from engine.runtime import DUE_TICK_PREFIX
+
         prefix = f"p-{run_id}-".encode()
 
         def ours(key: bytes | None, _: bytes | None) -> bool:
             return key is not None and key.startswith(prefix)
 
         def tick(key: bytes | None, value: bytes | None) -> bool:
-            return ours(key, value) or (value is not None and value.startswith(b'{"due":['))
+            return ours(key, value) or (value is not None and value.startswith(DUE_TICK_PREFIX))
 
         # A tick names one profile (key; `due` in the value; trees before the due ticks) or
         # a partition's due profiles (`{"due": [[profile_id, due], ...]}`).
