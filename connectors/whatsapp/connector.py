@@ -60,6 +60,7 @@ from connectors.whatsapp.client import CloudApiClient, SendOutcome
 from connectors.whatsapp.indoubt import Evidence, find_statuses
 from connectors.whatsapp.pacing import Pacer
 from connectors.whatsapp.policy import check_send, mask_phone
+from connectors.whatsapp.records import RecordWriter
 from schemas.deadletter import dead_letter_record
 from schemas.messages import (
     DeliveryError,
@@ -249,6 +250,7 @@ class WhatsAppConnector:
         self._last_acked: asyncio.Future[None] | None = None
         self._intake_lock = asyncio.Lock()
         self._claims: dict[str, asyncio.Future[None]] = {}
+        self._writer = RecordWriter(self._producer, settings.kafka_producer_linger_ms / 1000)
 
     # -- the agent
 
@@ -594,19 +596,18 @@ class WhatsAppConnector:
 
     async def _write_changelog(self, partition: int, key: bytes, value: bytes | None) -> None:
         topic = self.accepted.changelog_topic.get_topic_name()
-        sent = await self._producer().send(topic, value, key=key, partition=partition)
-        meta = await sent
+        written = await self._writer.write(topic, key=key, value=value, partition=partition)
         # What faust's own changelog callback does: a RocksDB store remembers how far the
         # changelog is already in its local database.
-        cast(Any, self.accepted.data).set_persisted_offset(meta.topic_partition, meta.offset)
+        cast(Any, self.accepted.data).set_persisted_offset(written.topic_partition, written.offset)
 
     async def _emit(self, event: DeliveryEvent, pending: list[Awaitable[Any]]) -> None:
         # Partitioned by key (murmur2) as faust's send would: co-partitioned with the engine.
         pending.append(
-            await self._producer().send(
+            self._writer.write(
                 self.delivery_topic.get_topic_name(),
-                event.model_dump_json().encode(),
                 key=event.profile_id.encode(),
+                value=event.model_dump_json().encode(),
             )
         )
 

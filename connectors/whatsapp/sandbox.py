@@ -733,6 +733,8 @@ class SandboxState:
                 code = step.error_code
                 self.stats.failed_by_code[code] = self.stats.failed_by_code.get(code, 0) + 1
                 msg.errors.append({"code": code, "title": ERROR_TITLES.get(code, "")})
+            if self.config.webhook_url is None or self.config.app_secret is None:
+                continue  # nobody to tell: skip building a payload no one receives
             # Awaiting each post keeps sent -> delivered -> read in order at the receiver.
             await self.post_webhook(self.status_payload(msg, step))
 
