@@ -592,6 +592,19 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores of the machine spent busy so far (everything but idle and
+    iowait in /proc/stat): the difference over a phase, divided by its length, is how
+    many cores the phase kept busy, whoever used them."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return float("nan")
+    ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def other_load() -> list[str]:
     """Other busy programs on the machine (brokers, test runs), to say when it was shared."""
     found: list[str] = []

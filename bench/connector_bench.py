@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from bench.common import (
     OffsetWatch,
     Process,
     Sandbox,
+    machine_busy_seconds,
     preload,
     received_at,
     send_request,
@@ -96,6 +98,8 @@ async def phase(
     async with OffsetWatch(broker.bootstrap, settings.topic_delivery_events) as outcomes:
         before = await outcomes.total()
         cpu_before = connector.cpu_seconds()
+        sandbox_before = sandbox.process.cpu_seconds()
+        busy_before, wall_before = machine_busy_seconds(), time.monotonic()
         await preload(
             broker.bootstrap,
             settings.topic_whatsapp_requests,
@@ -106,6 +110,9 @@ async def phase(
             before + count, timeout=timeout, watch=[connector, sandbox.process]
         )
         cpu = connector.cpu_seconds() - cpu_before
+        sandbox_cpu = sandbox.process.cpu_seconds() - sandbox_before
+        busy = machine_busy_seconds() - busy_before
+        wall = time.monotonic() - wall_before
     stats = await sandbox.get("/sandbox/stats")
     messages = await sandbox.get("/sandbox/messages")
     await sandbox.reset()
@@ -131,6 +138,10 @@ async def phase(
         "rejected_by_code": rejected,
         "connector_cpu_seconds": cpu,
         "connector_cpu_per_send_ms": cpu / max(1, len(times)) * 1000,
+        "sandbox_cpu_per_send_ms": sandbox_cpu / max(1, len(times)) * 1000,
+        # Cores the whole machine kept busy while the phase ran (connector, sandbox, the
+        # broker, this driver): how close the phase came to the machine's own ceiling.
+        "machine_busy_cores": busy / wall if wall > 0 else float("nan"),
     }
 
 

@@ -571,8 +571,9 @@ def _connector_section(c: dict[str, Any] | None) -> list[str]:
         f"Bare HTTP baseline: {_num(b['per_second'])} calls/s ({b['calls']:,} calls).",
         "",
         "| numbers | requests | sustained sends/s | per number | share of cap | "
-        "vs bare HTTP | 130429 | connector CPU per send |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "vs bare HTTP | 130429 | connector CPU per send | sandbox CPU per send | "
+        "machine cores busy |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in c["phases"]:
         per = [v for v in p["per_number_per_second"].values() if not math.isnan(v)]
@@ -581,16 +582,28 @@ def _connector_section(c: dict[str, Any] | None) -> list[str]:
             f"{' / '.join(_num(v) for v in per)} | "
             f"{p['sustained_per_second'] / p['cap_per_second']:.0%} | "
             f"{p['sustained_per_second'] / b['per_second']:.0%} | "
-            f"{p['rate_limited_130429']} | {p['connector_cpu_per_send_ms']:.2f} ms |"
+            f"{p['rate_limited_130429']} | {p['connector_cpu_per_send_ms']:.2f} ms | "
+            f"{_ms_or_dash(p.get('sandbox_cpu_per_send_ms'))} | "
+            f"{_cores_or_dash(p.get('machine_busy_cores'))} |"
         )
     out += [
         "",
         "\"vs bare HTTP\": the connector's rate over the bare client's, the ceiling of HTTP to "
         "the sandbox on this machine with no Kafka and no connector logic. Where the caps "
-        "add up to more than that ceiling, no connector on this machine can reach them.",
+        "add up to more than that ceiling, no connector on this machine can reach them. "
+        '"machine cores busy": CPU the whole machine used while the phase ran (connector, '
+        "sandbox, broker and this driver; /proc/stat), in cores, out of the cores above.",
         "",
     ]
     return out
+
+
+def _ms_or_dash(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.2f} ms"
+
+
+def _cores_or_dash(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
 def _report_section(rep: dict[str, Any] | None) -> list[str]:
