@@ -111,9 +111,15 @@ def state_to_bytes(state: ProfileState) -> bytes:
     of the timer index needs no model parse. The state's JSON comes straight from
     pydantic's serializer (as `model_dump(mode="json", exclude_defaults=True)` would give
     it), spliced in rather than dumped again through a dict."""
+    return state_record(state)[0]
+
+
+def state_record(state: ProfileState) -> tuple[bytes, float | None]:
+    """`state_to_bytes(state)` and the due time in it (epoch seconds, None: nothing waits)."""
     due = state.next_due()
+    at = due.timestamp() if due else None
     body = state.__pydantic_serializer__.to_json(state, exclude_defaults=True)
-    return b'{"due":' + orjson.dumps(due.timestamp() if due else None) + _STATE_AT + body + b"}"
+    return b'{"due":' + orjson.dumps(at) + _STATE_AT + body + b"}", at
 
 
 def state_from_bytes(raw: bytes) -> ProfileState:
@@ -295,7 +301,8 @@ class EngineRuntime:
         run through the pure interpreter against the profile's latest state: the batch's
         own copy, else a batch still being flushed, else the table.
 
-        Step 1: take the batch and its outputs; new records start a new batch.
+        Step 1: take the batch and its outputs, and serialize its states as it left them;
+                new records start a new batch (and may change the same state objects).
         Step 2: produce every effect (send requests, delivery skips, step events, dead
                 letters, phone index) and wait until Kafka acknowledges all of them.
         Step 3: write each changed profile state to the table and its changelog, under the
@@ -337,6 +344,15 @@ class EngineRuntime:
             return
         self._batch, self._pending = [], _Pending()
         self._in_flight = pending.states
+        # The states as this batch left them, serialized now, before the first wait: while
+        # this flush waits for Kafka the agent goes on, and a record of the next batch for
+        # one of these profiles starts from (and changes) the same state object. Stored
+        # later, that state would already hold the next batch's records, and a crash before
+        # that batch's effects are produced would re-read them as duplicates and lose them.
+        snapshot = [
+            (profile_id.encode(), event, *state_record(state))
+            for profile_id, (event, state) in pending.states.items()
+        ]
         BATCH_SIZE.observe(len(batch))
         # Step 2
         # aiokafka's producer directly, whole batches per partition: faust's Topic.send
@@ -360,8 +376,7 @@ class EngineRuntime:
         changelog: list[tuple[str, bytes | None, bytes | None]] = []
         partitions: list[int | None] = []
         changelog_topic = self.profiles.changelog_topic.get_topic_name()
-        for profile_id, (event, state) in pending.states.items():
-            key, raw = profile_id.encode(), state_to_bytes(state)
+        for key, event, raw, _ in snapshot:
             # The RocksDB store picks its per-partition database from the current event.
             _current_event.set(weakref.ref(event))
             self.profiles.data[key] = raw
@@ -380,9 +395,8 @@ class EngineRuntime:
                 )
         self._in_flight = {}
         # Step 4
-        for profile_id, (_, state) in pending.states.items():
-            due = state.next_due()
-            self.timers.schedule(profile_id, due.timestamp() if due else None)
+        for key, _, _, due_at in snapshot:
+            self.timers.schedule(key.decode(), due_at)
         TIMERS_PENDING.set(len(self.timers))
         # Step 5
         for event in batch:
