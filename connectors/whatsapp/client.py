@@ -55,6 +55,7 @@ SENDS = Counter(
     "Cloud API calls: status accepted, failed (Meta's error code) or error (no answer)",
     ["status", "code"],
 )
+_SENT_ACCEPTED = SENDS.labels(status="accepted", code="")  # looked up once, not per call
 AUTH_ERRORS = Counter(
     "whatsapp_auth_errors_total",
     "Cloud API answers with code 190: the access token is invalid or expired",
@@ -385,7 +386,7 @@ class CloudApiClient:
 
     def _record(self, request: SendRequest, outcome: SendOutcome) -> SendOutcome:
         if outcome.accepted:
-            SENDS.labels(status="accepted", code="").inc()
+            _SENT_ACCEPTED.inc()
             return outcome
         code = "" if outcome.code is None else str(outcome.code)
         SENDS.labels(status="failed" if outcome.http_status else "error", code=code).inc()

@@ -61,6 +61,7 @@ from connectors.whatsapp.indoubt import Evidence, find_statuses
 from connectors.whatsapp.pacing import Pacer
 from connectors.whatsapp.policy import check_send, mask_phone
 from connectors.whatsapp.records import RecordWriter
+from schemas.common import construct
 from schemas.deadletter import dead_letter_record
 from schemas.messages import (
     DeliveryError,
@@ -102,6 +103,11 @@ OUTCOMES = Counter(
     "Final outcomes of send requests (accepted, failed, skipped, duplicate)",
     ["status"],
 )
+# One child per status, looked up once rather than per request.
+_OUTCOME = {
+    status: OUTCOMES.labels(status=status)
+    for status in ("accepted", "failed", "skipped", "duplicate")
+}
 IN_DOUBT = Counter(
     "whatsapp_connector_in_doubt_total",
     "Requests found with a sending marker after a crash, by what the status webhooks showed",
@@ -131,13 +137,19 @@ def delivery_event(
     wamid: str | None = None,
     error: DeliveryError | None = None,
 ) -> DeliveryEvent:
-    return DeliveryEvent(
+    # Built without validation: every value comes from a validated SendRequest, our own
+    # enums and models, or our clock; only the time zone could be missing, so it is checked.
+    if occurred_at.tzinfo is None:
+        raise ValueError("a DeliveryEvent's occurred_at must carry a time zone")
+    return construct(
+        DeliveryEvent,
         message_id=request.message_id,
         wamid=wamid,
         journey_id=request.journey_id,
         journey_version=request.journey_version,
         activity_id=request.activity_id,
         profile_id=request.profile_id,
+        channel="whatsapp",
         template=request.template,
         language=request.language,
         status=status,
@@ -510,7 +522,7 @@ class WhatsAppConnector:
                 "whatsapp.already_accepted", message_id=request.message_id, wamid=seen["wamid"]
             )
             await self._emit(event, pending)
-            OUTCOMES.labels(status="duplicate").inc()
+            _OUTCOME["duplicate"].inc()
             return "duplicate"
 
         # Step 2: policy.
@@ -529,7 +541,7 @@ class WhatsAppConnector:
                 error=skipped_error(reason),
             )
             await self._emit(event, pending)
-            OUTCOMES.labels(status="skipped").inc()
+            _OUTCOME["skipped"].inc()
             return "skipped"
 
         # Step 3: the marker, on the broker before the call; then the call, with retries.
@@ -555,7 +567,7 @@ class WhatsAppConnector:
             status = "failed"
         # Step 5.
         await self._emit(event, pending)
-        OUTCOMES.labels(status=status).inc()
+        _OUTCOME[status].inc()
         return status
 
     async def send_with_retries(self, request: SendRequest) -> SendOutcome:

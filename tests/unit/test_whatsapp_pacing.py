@@ -149,3 +149,22 @@ async def test_in_flight_calls_are_bounded_and_the_rate_holds_in_real_time() -> 
     assert ideal * 0.95 <= elapsed <= ideal * 1.3 + 0.05
     for i, start in enumerate(starts):
         assert sum(1 for s in starts[i:] if s < start + 0.25) <= rate * 0.25 + pacer.burst + 1
+
+
+async def test_a_slot_gives_its_place_back_on_error_and_on_cancellation() -> None:
+    pacer = Pacer(rate_per_second=1, max_in_flight=1, burst=1)
+    with pytest.raises(RuntimeError):
+        async with pacer.slot("pn"):
+            raise RuntimeError("the call failed")
+    # The one place is free again: the next slot waits only for the number's turn (1 s
+    # after the first), and is cancelled while it waits for that turn.
+    waiter = asyncio.create_task(pacer.slot("pn").__aenter__())
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    # The cancelled waiter gave its place back too: another number goes at once.
+    async with asyncio.timeout(0.5):
+        async with pacer.slot("other"):
+            pass

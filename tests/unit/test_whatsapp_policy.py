@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
+from connectors.whatsapp.client import SendOutcome
+from connectors.whatsapp.connector import delivery_event, failed_error
 from connectors.whatsapp.policy import (
     Keyword,
     KeywordMatcher,
@@ -19,7 +21,7 @@ from connectors.whatsapp.policy import (
     normalize_keyword,
 )
 from schemas.deadletter import DeadLetter, dead_letter_record
-from schemas.messages import SendRequest, SkipReason
+from schemas.messages import DeliveryEvent, DeliveryStatus, SendRequest, SkipReason
 from schemas.settings import Settings
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -194,3 +196,30 @@ def test_dead_letter_keeps_the_original_bytes() -> None:
     )
     assert text.value_text == "{}"
     assert orjson.loads(text.model_dump_json())["key"] is None
+
+
+def test_delivery_events_built_without_validation_equal_validated_ones() -> None:
+    request = SendRequest(
+        message_id="j:1:p-1:send:1",
+        journey_id="j",
+        journey_version=1,
+        activity_id="send",
+        profile_id="p-1",
+        to="+34600111222",
+        consent="opted_in",
+        template="welcome",
+        language="es",
+        requested_at=datetime(2026, 11, 24, 10, tzinfo=UTC),
+    )
+    when = datetime(2026, 11, 24, 10, 0, 1, tzinfo=UTC)
+    error = failed_error(SendOutcome(False, code=132001, title="no such template"))
+    for status, wamid, err in (
+        (DeliveryStatus.ACCEPTED, "wamid.X", None),
+        (DeliveryStatus.FAILED, None, error),
+    ):
+        built = delivery_event(request, status, occurred_at=when, wamid=wamid, error=err)
+        checked = DeliveryEvent.model_validate_json(built.model_dump_json())
+        assert built.model_dump_json() == checked.model_dump_json()
+        assert checked.status is status and checked.wamid == wamid and checked.error == err
+    with pytest.raises(ValueError, match="time zone"):
+        delivery_event(request, DeliveryStatus.ACCEPTED, occurred_at=datetime(2026, 11, 24))
