@@ -13,6 +13,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ class ConnectorConfig:
     timeout: float = 300.0
     root: Path = ROOT  # the source tree the connector runs from
     profiler: str | None = None  # "py-spy": an extra, unmeasured four-number phase under it
+    # Then the largest phase again with this many connector workers in one group, each
+    # paced at cap / workers (the README's scale-out rule); 0 or 1: no such phase.
+    scale_out_workers: int = 2
 
 
 def sustained_rate(times: list[float], trim: float = 0.05) -> float:
@@ -86,7 +90,7 @@ async def phase(
     broker: Broker,
     stack: BenchStack,
     sandbox: Sandbox,
-    connector: Process,
+    connectors: Sequence[Process],
     numbers: int,
     count: int,
     label: str,
@@ -97,7 +101,7 @@ async def phase(
     run_id = f"{stack.unique}-{label}"
     async with OffsetWatch(broker.bootstrap, settings.topic_delivery_events) as outcomes:
         before = await outcomes.total()
-        cpu_before = connector.cpu_seconds()
+        cpu_before = sum(c.cpu_seconds() for c in connectors)
         sandbox_before = sandbox.process.cpu_seconds()
         busy_before, wall_before = machine_busy_seconds(), time.monotonic()
         await preload(
@@ -107,9 +111,9 @@ async def phase(
             settings.topic_partitions,
         )
         got, waited = await outcomes.wait_for(
-            before + count, timeout=timeout, watch=[connector, sandbox.process]
+            before + count, timeout=timeout, watch=[*connectors, sandbox.process]
         )
-        cpu = connector.cpu_seconds() - cpu_before
+        cpu = sum(c.cpu_seconds() for c in connectors) - cpu_before
         sandbox_cpu = sandbox.process.cpu_seconds() - sandbox_before
         busy = machine_busy_seconds() - busy_before
         wall = time.monotonic() - wall_before
@@ -125,6 +129,7 @@ async def phase(
     overall = (max(times) - min(times)) if len(times) > 1 else 0.0
     return {
         "numbers": numbers,
+        "workers": len(connectors),
         "requests": count,
         "outcomes": got - before,
         "accepted": int(stats["accepted"]),
@@ -145,6 +150,44 @@ async def phase(
     }
 
 
+async def scale_out(
+    broker: Broker,
+    stack: BenchStack,
+    sandbox: Sandbox,
+    cfg: ConnectorConfig,
+    log_dir: Path,
+    workers: list[Process],
+) -> dict[str, Any]:
+    """The largest phase with `cfg.scale_out_workers` connector workers, each at cap / N.
+
+    The workers share the requests topic's partitions (one consumer group), so each sees
+    about 1/N of every number's traffic and paces it at 1/N of the cap. `workers` is
+    filled as they start, so the caller stops them whatever happens here.
+    """
+    count_workers = cfg.scale_out_workers
+    rate = cfg.cap / count_workers
+    for n in range(count_workers):
+        workers.append(
+            worker(
+                stack,
+                log_dir,
+                role="whatsapp",
+                name=f"connector-worker-{n + 1}-of-{count_workers}",
+                root=cfg.root,
+                extra_env={"WHATSAPP_RATE_PER_SECOND": str(rate), **sandbox.worker_env},
+            )
+        )
+    # Warm up: both join the group (a rebalance) and open their HTTP pools.
+    await phase(broker, stack, sandbox, workers, 1, 200, "warmup-scale-out", 120)
+    numbers = max(cfg.numbers)
+    count = int(cfg.cap * numbers * cfg.seconds)
+    result = await phase(
+        broker, stack, sandbox, workers, numbers, count, f"n{numbers}w{count_workers}", cfg.timeout
+    )
+    result["rate_per_worker"] = rate
+    return result
+
+
 async def run(broker: Broker, cfg: ConnectorConfig, log_dir: Path) -> dict[str, Any]:
     from engine.topics import ensure_topics
 
@@ -152,6 +195,7 @@ async def run(broker: Broker, cfg: ConnectorConfig, log_dir: Path) -> dict[str, 
     settings = stack.settings
     sandbox: Sandbox | None = None
     connector: Process | None = None
+    workers: list[Process] = []
     try:
         baseline = await bare_http(log_dir, cfg.bare_calls)
         await ensure_topics(settings)
@@ -166,13 +210,13 @@ async def run(broker: Broker, cfg: ConnectorConfig, log_dir: Path) -> dict[str, 
             extra_env={"WHATSAPP_RATE_PER_SECOND": str(int(cfg.cap)), **sandbox.worker_env},
         )
         # Warm up: group join and the HTTP pool, below the cap.
-        await phase(broker, stack, sandbox, connector, 1, 200, "warmup", 120)
+        await phase(broker, stack, sandbox, [connector], 1, 200, "warmup", 120)
         phases = []
         for numbers in cfg.numbers:
             count = int(cfg.cap * numbers * cfg.seconds)
             phases.append(
                 await phase(
-                    broker, stack, sandbox, connector, numbers, count, f"n{numbers}", cfg.timeout
+                    broker, stack, sandbox, [connector], numbers, count, f"n{numbers}", cfg.timeout
                 )
             )
         profile = None
@@ -186,7 +230,7 @@ async def run(broker: Broker, cfg: ConnectorConfig, log_dir: Path) -> dict[str, 
                     broker,
                     stack,
                     sandbox,
-                    connector,
+                    [connector],
                     numbers,
                     int(cfg.cap * numbers * cfg.seconds),
                     f"prof{numbers}",
@@ -195,6 +239,10 @@ async def run(broker: Broker, cfg: ConnectorConfig, log_dir: Path) -> dict[str, 
             finally:
                 stop_profiler(spy)
             profile = str(out)
+        if cfg.scale_out_workers > 1:
+            connector.stop()
+            connector = None
+            phases.append(await scale_out(broker, stack, sandbox, cfg, log_dir, workers))
         return {
             "bare_http": baseline,
             "phases": phases,
@@ -202,8 +250,9 @@ async def run(broker: Broker, cfg: ConnectorConfig, log_dir: Path) -> dict[str, 
             "profile": profile,
         }
     finally:
-        if connector is not None:
-            connector.stop()
+        for process in [connector, *workers]:
+            if process is not None:
+                process.stop()
         if sandbox is not None:
             sandbox.stop()
         await stack.delete_topics()

@@ -299,10 +299,12 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             if ceiling and phase["numbers"] > 1
             else ""
         )
+        workers = phase.get("workers", 1)
+        scaled = f", {workers} connector workers at cap/{workers} each" if workers > 1 else ""
         rows.append(
             (
                 f">= 95% of the per-number cap, zero 130429 ({phase['numbers']} number"
-                f"{'s' if phase['numbers'] > 1 else ''})",
+                f"{'s' if phase['numbers'] > 1 else ''}{scaled})",
                 f"{share:.0%} of 1,000/s per number, {limited} answers 130429{bare}",
                 share >= 0.95 and limited == 0,
             )
@@ -559,7 +561,10 @@ def _connector_section(c: dict[str, Any] | None) -> list[str]:
         "SendRequests written to the requests topic while one connector worker "
         "(`--role whatsapp`, `WHATSAPP_RATE_PER_SECOND=1000`) runs; the sandbox caps every "
         "number at 1,000/s and answers 130429 above it. Sustained rate: messages the "
-        "sandbox accepted between the first and last 5% of them. Baseline: "
+        "sandbox accepted between the first and last 5% of them. Then the four numbers "
+        "again with two connector workers in one consumer group, each at "
+        "`WHATSAPP_RATE_PER_SECOND=500` (the README's rule for N workers: cap / N each); "
+        "each takes half the requests topic's partitions. Baseline: "
         "`bench/bare_http.py`, bare aiohttp POSTs (64 in flight) to an uncapped sandbox.",
         "",
     ]
@@ -570,15 +575,16 @@ def _connector_section(c: dict[str, Any] | None) -> list[str]:
     out += [
         f"Bare HTTP baseline: {_num(b['per_second'])} calls/s ({b['calls']:,} calls).",
         "",
-        "| numbers | requests | sustained sends/s | per number | share of cap | "
-        "vs bare HTTP | 130429 | connector CPU per send | sandbox CPU per send | "
-        "machine cores busy |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| numbers | connector workers | requests | sustained sends/s | per number | "
+        "share of cap | vs bare HTTP | 130429 | connector CPU per send | "
+        "sandbox CPU per send | machine cores busy |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in c["phases"]:
         per = [v for v in p["per_number_per_second"].values() if not math.isnan(v)]
         out.append(
-            f"| {p['numbers']} | {p['requests']:,} | {_num(p['sustained_per_second'])} | "
+            f"| {p['numbers']} | {_workers(p)} | {p['requests']:,} | "
+            f"{_num(p['sustained_per_second'])} | "
             f"{' / '.join(_num(v) for v in per)} | "
             f"{p['sustained_per_second'] / p['cap_per_second']:.0%} | "
             f"{p['sustained_per_second'] / b['per_second']:.0%} | "
@@ -596,6 +602,13 @@ def _connector_section(c: dict[str, Any] | None) -> list[str]:
         "",
     ]
     return out
+
+
+def _workers(phase: dict[str, Any]) -> str:
+    workers = phase.get("workers", 1)
+    if workers == 1:
+        return "1"
+    return f"{workers}, {_num(phase['rate_per_worker'])}/s per number each"
 
 
 def _ms_or_dash(value: float | None) -> str:
