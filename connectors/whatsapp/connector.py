@@ -398,7 +398,7 @@ class WhatsAppConnector:
         for message_id in groups:
             if message_id in self._claims:
                 continue  # this worker's own marker: an earlier batch is sending it now
-            marker = _marker(self.accepted.get(message_id.encode()))
+            marker = _marker(self.accepted.data.get(message_id.encode()))
             if marker is not None:
                 markers[message_id] = marker
         if not markers:
@@ -509,7 +509,9 @@ class WhatsAppConnector:
         """Steps 1 to 5 for one request; returns the final status (or 'duplicate')."""
         table_key = request.message_id.encode()
         # Step 1: accepted before (before a crash, or an earlier copy of this request).
-        stored = self.accepted.get(table_key)
+        # The store itself, as _store writes it: the table's own get() goes through faust's
+        # sensors and raises (and catches) a KeyError for every message not seen before.
+        stored = self.accepted.data.get(table_key)
         seen = orjson.loads(stored) if stored is not None else None
         if isinstance(seen, dict) and "wamid" in seen:
             event = delivery_event(
