@@ -1,8 +1,11 @@
 """The baseline of the engine benchmark: a bare aiokafka consume-parse-produce-commit loop.
 
 Run as a subprocess (like the worker) so both get a process of their own:
-`python -m bench.bare_client --bootstrap B --source T --target T2 --group G --count N`.
-Prints one JSON line: records, seconds from the first record read to the last commit.
+`python -m bench.bare_client --bootstrap B --source T --target T2 --group G --count N
+[--fanout K]`. With `--fanout K` each event read is written K times (one record per
+`send()`, as many records as the journey's event makes), the I/O shape of the engine
+without any of its work. Prints one JSON line: records, seconds from the first record
+read to the last commit.
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 
 async def consume_parse_produce(
-    bootstrap: str, source: str, target: str, group: str, count: int, timeout: float
+    bootstrap: str,
+    source: str,
+    target: str,
+    group: str,
+    count: int,
+    timeout: float,
+    fanout: int = 1,
 ) -> dict[str, Any]:
     consumer = AIOKafkaConsumer(
         source,
@@ -45,14 +54,16 @@ async def consume_parse_produce(
             for records in batches.values():
                 for record in records:
                     event = orjson.loads(record.value or b"{}")
-                    out = orjson.dumps(
-                        {
-                            "event_id": event.get("event_id"),
-                            "profile_id": event.get("profile_id"),
-                            "type": event.get("type"),
-                        }
-                    )
-                    futures.append(await producer.send(target, out, key=record.key))
+                    for n in range(fanout):
+                        out = orjson.dumps(
+                            {
+                                "event_id": event.get("event_id"),
+                                "profile_id": event.get("profile_id"),
+                                "type": event.get("type"),
+                                "n": n,
+                            }
+                        )
+                        futures.append(await producer.send(target, out, key=record.key))
                     done += 1
             await asyncio.gather(*futures)
             await consumer.commit()
@@ -72,10 +83,17 @@ def main() -> None:
     parser.add_argument("--group", required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--fanout", type=int, default=1, help="records written per event")
     args = parser.parse_args()
     result = asyncio.run(
         consume_parse_produce(
-            args.bootstrap, args.source, args.target, args.group, args.count, args.timeout
+            args.bootstrap,
+            args.source,
+            args.target,
+            args.group,
+            args.count,
+            args.timeout,
+            args.fanout,
         )
     )
     sys.stdout.write(orjson.dumps(result).decode() + "\n")

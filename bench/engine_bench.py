@@ -80,13 +80,22 @@ class EngineConfig:
     wait: str = "1s"
     runs: int = 1
     timeout: float = 900.0
+    # Records the journey writes per event (five steps, a SendRequest, a phone-index record,
+    # two changelog records): a second baseline writes that many per event. 1: none.
+    fanout: int = 9
     profiler: str | None = None  # "py-spy" to record the worker while it runs
     root: Path = ROOT  # the source tree the worker runs from
     compare_root: Path | None = None  # another source tree, run beside this one
 
 
 async def bare_client(
-    broker: Broker, source: str, target: str, group: str, count: int, timeout: float
+    broker: Broker,
+    source: str,
+    target: str,
+    group: str,
+    count: int,
+    timeout: float,
+    fanout: int = 1,
 ) -> dict[str, Any]:
     args = [
         sys.executable,
@@ -104,6 +113,8 @@ async def bare_client(
         str(count),
         "--timeout",
         str(timeout),
+        "--fanout",
+        str(fanout),
     ]
     proc = await asyncio.create_subprocess_exec(
         *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -236,6 +247,7 @@ async def run(broker: Broker, cfg: EngineConfig, log_dir: Path) -> dict[str, Any
         )
         preload_seconds = time.monotonic() - t0
         baselines: list[dict[str, Any]] = []
+        fanned: list[dict[str, Any]] = []
         engines: list[dict[str, Any]] = []
         compared: list[dict[str, Any]] = []
         for run_no in range(cfg.runs):
@@ -250,6 +262,20 @@ async def run(broker: Broker, cfg: EngineConfig, log_dir: Path) -> dict[str, Any
                     cfg.timeout,
                 )
             )
+            if cfg.fanout > 1:
+                # The same loop writing as many records per event as the journey does: the
+                # I/O of this design through the plain client, with none of its work.
+                fanned.append(
+                    await bare_client(
+                        broker,
+                        settings.topic_profile_events,
+                        f"bare-fan-{base.suffix}-{run_no}",
+                        f"bare-fan-{base.suffix}-{run_no}",
+                        cfg.profiles,
+                        cfg.timeout,
+                        cfg.fanout,
+                    )
+                )
             # The two trees take turns going first (with --runs 2 or more): in two runs of
             # 100,000 profiles (2026-12-07) the worker right after the baseline was 11%
             # slower, whichever tree it was.
@@ -295,6 +321,11 @@ async def run(broker: Broker, cfg: EngineConfig, log_dir: Path) -> dict[str, Any
             "engine_per_second": engine_rate,
             "entry_per_second": median([e["entry_per_second"] for e in engines]),
             "ratio": median(ratios),
+            "fanout": cfg.fanout,
+            "baseline_fanout": fanned,
+            "baseline_fanout_per_second": median([b["per_second"] for b in fanned])
+            if fanned
+            else None,
             "cpu_per_event_ms": median([e["cpu_per_event_ms"] for e in engines]),
             "profile": str(log_dir / "engine-py-spy.txt") if profiled else None,
             "profiled_run": profiled,

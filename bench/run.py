@@ -407,7 +407,10 @@ def _engine_section(e: dict[str, Any] | None, plan: Plan) -> list[str]:
         "from before the due ticks also moves a tick per event, in and out). Timed from the first "
         "output record to the last SendRequest (record timestamps). Baseline, in the same "
         "run on the same topic: `bench/bare_client.py`, an aiokafka loop that consumes, "
-        "parses with orjson, produces one record per event (acks=all) and commits.",
+        "parses with orjson, produces one record per event (acks=all) and commits. A second "
+        "loop, beside it in each run, writes as many records per event as the journey does "
+        "(`--fanout`, one `send()` each): the I/O of this design through the plain client, "
+        "with none of the engine's work.",
         "",
     ]
     out += _error(e)
@@ -426,6 +429,17 @@ def _engine_section(e: dict[str, Any] | None, plan: Plan) -> list[str]:
         f"{_num(e['entry_per_second'])} | "
         f"{e['entry_per_second'] / e['baseline_per_second']:.1%} | |",
     ]
+    fanned = e.get("baseline_fanout_per_second")
+    if fanned:
+        out.insert(
+            -2,
+            f"| bare aiokafka loop, {e['fanout']} records out per event | {e['profiles']:,} | "
+            f"{_num(fanned)} | {fanned / e['baseline_per_second']:.1%} | |",
+        )
+        out.append(
+            f"| engine against the {e['fanout']}-record loop | | | "
+            f"{e['engine_per_second'] / fanned:.1%} of it | |"
+        )
     if e.get("compare_per_second"):
         out.append(
             f"| engine from `{e['compare_root']}` (compared tree) | {e['profiles']:,} | "
@@ -434,19 +448,23 @@ def _engine_section(e: dict[str, Any] | None, plan: Plan) -> list[str]:
             f"{e['compare_cpu_per_event_ms']:.2f} ms |"
         )
     out += ["", f"Runs ({e['runs']}, medians above):", ""]
+    fan_runs = e.get("baseline_fanout") or []
     out += [
-        "| run | baseline events/s | engine events/s | entry events/s | engine CPU s | startup s |"
+        "| run | baseline events/s | "
+        + (f"{e['fanout']}-record loop events/s | " if fan_runs else "")
+        + "engine events/s | entry events/s | engine CPU s | startup s |"
     ]
-    out += ["| --- | --- | --- | --- | --- | --- |"]
+    out += ["| --- | --- | --- | --- | --- | --- |" + (" --- |" if fan_runs else "")]
     for i, (b, w) in enumerate(zip(e["baseline"], e["engine"], strict=True)):
+        fan = f"{_num(fan_runs[i]['per_second'])} | " if i < len(fan_runs) else ""
         out.append(
-            f"| {i + 1} | {_num(b['per_second'])} | {_num(w['per_second'])} | "
+            f"| {i + 1} | {_num(b['per_second'])} | {fan}{_num(w['per_second'])} | "
             f"{_num(w['entry_per_second'])} | {w['cpu_seconds']:.1f} | "
             f"{w['startup_seconds']:.1f} |"
         )
     for i, c in enumerate(e.get("compare") or []):
         out.append(
-            f"| {i + 1} (compared tree) | | {_num(c['per_second'])} | "
+            f"| {i + 1} (compared tree) | {'| ' if fan_runs else ''}| {_num(c['per_second'])} | "
             f"{_num(c['entry_per_second'])} | {c['cpu_seconds']:.1f} | "
             f"{c['startup_seconds']:.1f} |"
         )
