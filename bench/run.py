@@ -408,9 +408,9 @@ def _engine_section(e: dict[str, Any] | None, plan: Plan) -> list[str]:
         "output record to the last SendRequest (record timestamps). Baseline, in the same "
         "run on the same topic: `bench/bare_client.py`, an aiokafka loop that consumes, "
         "parses with orjson, produces one record per event (acks=all) and commits. A second "
-        "loop, beside it in each run, writes as many records per event as the journey does "
-        "(`--fanout`, one `send()` each): the I/O of this design through the plain client, "
-        "with none of the engine's work.",
+        "loop, run as often after the engine runs, writes as many records per event as the "
+        "journey does (`--fanout`, one `send()` each): the I/O of this design through the "
+        "plain client, with none of the engine's work.",
         "",
     ]
     out += _error(e)
