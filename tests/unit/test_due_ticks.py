@@ -7,7 +7,6 @@ ticks `_fire_timers` would produce are captured, and records are handed to
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -16,64 +15,29 @@ import orjson
 import pytest
 
 import engine.runtime as runtime_module
-from engine.app import create_app
 from engine.interpreter import apply_event, new_profile_state
 from engine.runtime import DUE_TICK_MAX, EngineRuntime, _Pending
-from schemas.settings import Settings
 
-from . import ANA, at, deployment, event
-
-WAIT = """
-id: nudge
-name: Nudge after a minute
-entry: {event: signup}
-start: pause
-activities:
-  pause: {type: wait, duration: 1m, next: hello}
-  hello:
-    type: whatsapp
-    template: welcome
-    language: es
-    next: done
-  done: {type: end}
-"""
-
-
-@dataclass
-class _Message:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    partition: int
-    offset: int = 0
-
-
-@dataclass
-class _Event:
-    message: _Message
+from . import ANA, at, event
+from .runtime_support import Event, Message, engine_runtime
 
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> EngineRuntime:
-    settings = Settings(data_dir=tmp_path, app_id=f"due-{tmp_path.name}")
-    app = create_app(settings, frozenset({"engine"}), web=False)
-    rt: EngineRuntime = app.runtime  # type: ignore[attr-defined]
-    rt.catalog.apply(deployment(WAIT))
-    rt.definitions.ready.set()
-    return rt
+    return engine_runtime(tmp_path, "due")
 
 
 def _waiting(rt: EngineRuntime, profile_id: str, pending: _Pending) -> None:
     """A profile that entered the journey at T0 and waits until T0 + 1m."""
     signup = event("signup", "0s", profile_id=profile_id, attributes=ANA)
     result = apply_event(new_profile_state(profile_id), signup, rt.catalog, at("0s"))
-    tick = _Event(_Message("elsewhere", profile_id.encode(), b"", 0))
+    tick = Event(Message("elsewhere", profile_id.encode(), b"", 0))
     pending.states[profile_id] = (cast(Any, tick), result.state)
 
 
-def _due_tick(rt: EngineRuntime, items: list[Any], partition: int) -> _Event:
+def _due_tick(rt: EngineRuntime, items: list[Any], partition: int) -> Event:
     value = orjson.dumps({"due": items})
-    return _Event(_Message(rt.topics.timers.get_topic_name(), b"due", value, partition))
+    return Event(Message(rt.topics.timers.get_topic_name(), b"due", value, partition))
 
 
 def _profiles_on(rt: EngineRuntime, partition: int, count: int) -> list[str]:
@@ -165,7 +129,7 @@ def test_a_malformed_due_tick_is_dead_lettered(
     runtime: EngineRuntime, value: bytes, reasons: list[str]
 ) -> None:
     pending = _Pending()
-    tick = _Event(_Message(runtime.topics.timers.get_topic_name(), b"due", value, 0))
+    tick = Event(Message(runtime.topics.timers.get_topic_name(), b"due", value, 0))
     runtime._process_record(cast(Any, tick), at("0s"), pending)
     dead = [orjson.loads(v) for t, _, v in pending.effects if t is runtime.topics.dead_letter]
     assert [d["reason"] for d in dead] == reasons
@@ -176,7 +140,7 @@ def test_a_tick_of_the_earlier_format_still_fires(runtime: EngineRuntime) -> Non
     [pid] = _profiles_on(runtime, 0, 1)
     _waiting(runtime, pid, pending)
     value = orjson.dumps({"profile_id": pid, "due": at("1m").timestamp()})
-    tick = _Event(_Message(runtime.topics.timers.get_topic_name(), pid.encode(), value, 0))
+    tick = Event(Message(runtime.topics.timers.get_topic_name(), pid.encode(), value, 0))
     runtime._process_record(cast(Any, tick), at("1m"), pending)
     requests = [v for t, _, v in pending.effects if t is runtime.topics.whatsapp_requests]
     assert len(requests) == 1

@@ -6,14 +6,14 @@ the flush then stores (step 3) must still be its own batch's state: a state that
 holds the next batch's records would, after a crash before that batch's effects are
 produced, mark those records as seen and lose their effects on re-read.
 
-The runtime without a broker, as in test_due_ticks: the app is built, never started;
+The runtime without a broker (tests/unit/runtime_support.py): the app is built, never started;
 Kafka's writes are captured.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,40 +22,10 @@ import pytest
 from aiokafka.structs import TopicPartition
 
 import engine.runtime as runtime_module
-from engine.app import create_app
 from engine.runtime import EngineRuntime
-from schemas.settings import Settings
 
-from . import ANA, at, deployment, event
-
-JOURNEY = """
-id: nudge
-name: Nudge after a minute
-entry: {event: signup}
-start: pause
-activities:
-  pause: {type: wait, duration: 1m, next: hello}
-  hello:
-    type: whatsapp
-    template: welcome
-    language: es
-    next: done
-  done: {type: end}
-"""
-
-
-@dataclass
-class _Message:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    partition: int
-    offset: int = 0
-
-
-@dataclass
-class _Event:
-    message: _Message
+from . import ANA, at, event
+from .runtime_support import Event, Message, engine_runtime
 
 
 class _Stream:
@@ -68,20 +38,15 @@ class _Stream:
 
 
 @pytest.fixture
-def runtime(tmp_path: Any) -> EngineRuntime:
-    settings = Settings(data_dir=tmp_path, app_id=f"snap-{tmp_path.name}")
-    app = create_app(settings, frozenset({"engine"}), web=False)
-    rt: EngineRuntime = app.runtime  # type: ignore[attr-defined]
-    rt.catalog.apply(deployment(JOURNEY))
-    rt.definitions.ready.set()
-    return rt
+def runtime(tmp_path: Path) -> EngineRuntime:
+    return engine_runtime(tmp_path, "snap")
 
 
-def _record(rt: EngineRuntime, event_id: str, type_: str, when: str) -> _Event:
+def _record(rt: EngineRuntime, event_id: str, type_: str, when: str) -> Event:
     profile = event(type_, when, event_id=event_id, profile_id="p-snap", attributes=ANA)
     key = profile.profile_id.encode()
     topic = rt.topics.profile_events.get_topic_name()
-    return _Event(_Message(topic, key, profile.model_dump_json().encode(), rt._partition_of(key)))
+    return Event(Message(topic, key, profile.model_dump_json().encode(), rt._partition_of(key)))
 
 
 async def test_a_flush_stores_its_own_batch_state_not_the_next_batchs(
