@@ -2,10 +2,12 @@
 
 Run as a subprocess (like the worker) so both get a process of their own:
 `python -m bench.bare_client --bootstrap B --source T --target T2 --group G --count N
-[--fanout K]`. With `--fanout K` each event read is written K times (one record per
-`send()`, as many records as the journey's event makes), the I/O shape of the engine
-without any of its work. Prints one JSON line: records, seconds from the first record
-read to the last commit.
+[--fanout K [--batched]]`. With `--fanout K` each event read is written K times (one
+record per `send()`, as many records as the journey's event makes), the I/O shape of the
+engine without any of its work. `--batched` writes them as the engine does instead: each
+poll's records grouped per partition into whole batches (`engine/produce.py`), the
+cheapest way this client has to write them. Prints one JSON line: records, seconds from
+the first record read to the last commit, and the process's CPU seconds in that time.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from engine.produce import produce_batched
+
 
 async def consume_parse_produce(
     bootstrap: str,
@@ -28,6 +32,7 @@ async def consume_parse_produce(
     count: int,
     timeout: float,
     fanout: int = 1,
+    batched: bool = False,
 ) -> dict[str, Any]:
     consumer = AIOKafkaConsumer(
         source,
@@ -40,8 +45,10 @@ async def consume_parse_produce(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await consumer.start()
     await producer.start()
+    hashes: dict[bytes, int] = {}
     done = 0
     first: float | None = None
+    cpu_first = 0.0
     deadline = time.monotonic() + timeout
     try:
         while done < count and time.monotonic() < deadline:
@@ -49,8 +56,9 @@ async def consume_parse_produce(
             if not batches:
                 continue
             if first is None:
-                first = time.monotonic()
+                first, cpu_first = time.monotonic(), time.process_time()
             futures = []
+            queued: list[tuple[str, bytes | None, bytes | None]] = []
             for records in batches.values():
                 for record in records:
                     event = orjson.loads(record.value or b"{}")
@@ -63,16 +71,27 @@ async def consume_parse_produce(
                                 "n": n,
                             }
                         )
-                        futures.append(await producer.send(target, out, key=record.key))
+                        if batched:
+                            queued.append((target, record.key, out))
+                        else:
+                            futures.append(await producer.send(target, out, key=record.key))
                     done += 1
+            if queued:
+                futures += await produce_batched(producer, queued, hashes=hashes)
             await asyncio.gather(*futures)
             await consumer.commit()
-        last = time.monotonic()
+        last, cpu_last = time.monotonic(), time.process_time()
     finally:
         await consumer.stop()
         await producer.stop()
     seconds = last - first if first is not None else 0.0
-    return {"records": done, "seconds": seconds, "per_second": done / seconds if seconds else 0.0}
+    return {
+        "records": done,
+        "seconds": seconds,
+        "per_second": done / seconds if seconds else 0.0,
+        "cpu_seconds": cpu_last - cpu_first,
+        "cpu_per_event_ms": (cpu_last - cpu_first) / done * 1000 if done else 0.0,
+    }
 
 
 def main() -> None:
@@ -84,6 +103,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--fanout", type=int, default=1, help="records written per event")
+    parser.add_argument(
+        "--batched", action="store_true", help="write them in whole batches, as the engine does"
+    )
     args = parser.parse_args()
     result = asyncio.run(
         consume_parse_produce(
@@ -94,6 +116,7 @@ def main() -> None:
             args.count,
             args.timeout,
             args.fanout,
+            args.batched,
         )
     )
     sys.stdout.write(orjson.dumps(result).decode() + "\n")

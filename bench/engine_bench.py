@@ -96,6 +96,7 @@ async def bare_client(
     count: int,
     timeout: float,
     fanout: int = 1,
+    batched: bool = False,
 ) -> dict[str, Any]:
     args = [
         sys.executable,
@@ -115,6 +116,7 @@ async def bare_client(
         str(timeout),
         "--fanout",
         str(fanout),
+        *(["--batched"] if batched else []),
     ]
     proc = await asyncio.create_subprocess_exec(
         *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -248,6 +250,7 @@ async def run(broker: Broker, cfg: EngineConfig, log_dir: Path) -> dict[str, Any
         preload_seconds = time.monotonic() - t0
         baselines: list[dict[str, Any]] = []
         fanned: list[dict[str, Any]] = []
+        batched: list[dict[str, Any]] = []
         engines: list[dict[str, Any]] = []
         compared: list[dict[str, Any]] = []
         for run_no in range(cfg.runs):
@@ -293,6 +296,21 @@ async def run(broker: Broker, cfg: EngineConfig, log_dir: Path) -> dict[str, Any
                     cfg.fanout,
                 )
             )
+            # And writing them as the engine does, in whole batches per partition: the
+            # cheapest I/O this design can have, so what the engine spends beyond it is
+            # its own work.
+            batched.append(
+                await bare_client(
+                    broker,
+                    settings.topic_profile_events,
+                    f"bare-fanb-{base.suffix}-{run_no}",
+                    f"bare-fanb-{base.suffix}-{run_no}",
+                    cfg.profiles,
+                    cfg.timeout,
+                    cfg.fanout,
+                    batched=True,
+                )
+            )
         profiled = None
         if cfg.profiler == "py-spy":
             # A run of its own: the sampler slows the worker, so it is never a measured run.
@@ -326,6 +344,13 @@ async def run(broker: Broker, cfg: EngineConfig, log_dir: Path) -> dict[str, Any
             "baseline_fanout": fanned,
             "baseline_fanout_per_second": median([b["per_second"] for b in fanned])
             if fanned
+            else None,
+            "baseline_batched": batched,
+            "baseline_batched_per_second": median([b["per_second"] for b in batched])
+            if batched
+            else None,
+            "baseline_batched_cpu_per_event_ms": median([b["cpu_per_event_ms"] for b in batched])
+            if batched
             else None,
             "cpu_per_event_ms": median([e["cpu_per_event_ms"] for e in engines]),
             "profile": str(log_dir / "engine-py-spy.txt") if profiled else None,

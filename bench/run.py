@@ -30,7 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from bench import connector_bench, engine_bench, latency_bench, timers_bench
-from bench.common import ARTIFACTS, ROOT, BenchError, Broker, machine_info, other_load, stop_all
+from bench.common import (
+    ARTIFACTS,
+    ROOT,
+    BenchError,
+    Broker,
+    machine_info,
+    median,
+    other_load,
+    stop_all,
+)
 from bench.profile_report import categories, summarize
 
 NAMES = ("engine", "latency", "timers", "connector", "report")
@@ -243,6 +252,12 @@ async def report_bench(n: int) -> dict[str, Any]:
 # --- the report -----------------------------------------------------------------------
 
 
+def _cpu_ms(runs: list[dict[str, Any]]) -> str:
+    """The median CPU per event of a bare loop's runs; blank for runs from before it."""
+    known = [r["cpu_per_event_ms"] for r in runs if "cpu_per_event_ms" in r]
+    return f"{median(known):.2f} ms" if known else ""
+
+
 def _num(value: Any, digits: int = 0) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -434,11 +449,25 @@ def _engine_section(e: dict[str, Any] | None, plan: Plan) -> list[str]:
         out.insert(
             -2,
             f"| bare aiokafka loop, {e['fanout']} records out per event | {e['profiles']:,} | "
-            f"{_num(fanned)} | {fanned / e['baseline_per_second']:.1%} | |",
+            f"{_num(fanned)} | {fanned / e['baseline_per_second']:.1%} | "
+            f"{_cpu_ms(e.get('baseline_fanout') or [])} |",
         )
         out.append(
             f"| engine against the {e['fanout']}-record loop | | | "
             f"{e['engine_per_second'] / fanned:.1%} of it | |"
+        )
+    batched = e.get("baseline_batched_per_second")
+    if batched:
+        out.insert(
+            -3 if fanned else -2,
+            f"| the same, written in whole batches as the engine writes | {e['profiles']:,} | "
+            f"{_num(batched)} | {batched / e['baseline_per_second']:.1%} | "
+            f"{e['baseline_batched_cpu_per_event_ms']:.2f} ms |",
+        )
+        out.append(
+            f"| engine against the batched loop | | | {e['engine_per_second'] / batched:.1%} "
+            f"of it | {e['cpu_per_event_ms'] - e['baseline_batched_cpu_per_event_ms']:.2f} ms "
+            "more |"
         )
     if e.get("compare_per_second"):
         out.append(
