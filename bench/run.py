@@ -425,7 +425,10 @@ def _engine_section(e: dict[str, Any] | None, plan: Plan) -> list[str]:
         "parses with orjson, produces one record per event (acks=all) and commits. A second "
         "loop, run as often after the engine runs, writes as many records per event as the "
         "journey does (`--fanout`, one `send()` each): the I/O of this design through the "
-        "plain client, with none of the engine's work.",
+        "plain client, with none of the engine's work. A third writes the same records in "
+        "whole batches per partition, as the engine writes (`--batched`, "
+        "`engine/produce.py`): the cheapest I/O this design has, so the engine's CPU per "
+        "event beyond that loop's is the engine's own work.",
         "",
     ]
     out += _error(e)
