@@ -6,6 +6,13 @@ load the state, fire the timer (condition, WhatsApp step, end), store it again; 
 JSON of every effect. `python -m bench.core_bench [--profiles N] [--cprofile]`, with the
 working directory set to the source tree to measure (bench itself comes from PYTHONPATH).
 Prints one JSON line of microseconds per profile for each stage.
+
+Then the same profiles again through the worker's own record path, still without Kafka or
+faust's streams: `EngineRuntime._process_record` takes each event, and later due ticks
+naming the profiles (fifty per tick), in batches as the agent takes them, and each
+batch's states are stored as flush stores them (serialized, written to the table,
+their timers indexed). `runtime_*` is that path per profile: the pure core plus the
+worker's checks, lookups, metrics and effect records, but not producing them.
 """
 
 from __future__ import annotations
@@ -14,8 +21,11 @@ import argparse
 import cProfile
 import pstats
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,15 +34,20 @@ from bench.common import profile_event
 from bench.engine_bench import journey
 
 
-def _catalog(wait: str) -> Any:
-    from engine.catalog import JourneyCatalog
+def _deployment(wait: str) -> Any:
     from engine.loader import parse_journey
     from engine.registry import next_deployment
 
-    catalog = JourneyCatalog()
     deployment = next_deployment(parse_journey(journey(wait), "<bench>"), None, source="bench")
     assert deployment is not None
-    catalog.apply(deployment)
+    return deployment
+
+
+def _catalog(wait: str) -> Any:
+    from engine.catalog import JourneyCatalog
+
+    catalog = JourneyCatalog()
+    catalog.apply(_deployment(wait))
     return catalog
 
 
@@ -95,6 +110,89 @@ def measure(profiles: int) -> dict[str, float]:
     return per
 
 
+@dataclass(frozen=True, slots=True)
+class _Message:
+    """The fields of a consumed record the runtime reads."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    message: _Message
+
+
+def _runtime(data_dir: Path) -> Any:
+    """An engine worker's runtime, never started, with the benchmark journey deployed."""
+    from engine.app import create_app
+    from schemas.settings import Settings
+
+    settings = Settings(data_dir=data_dir, app_id="core-bench")
+    runtime = create_app(settings, frozenset({"engine"}), web=False).runtime  # type: ignore[attr-defined]
+    runtime.catalog.apply(_deployment("1s"))
+    runtime.definitions.ready.set()
+    return runtime
+
+
+def measure_runtime(runtime: Any, profiles: int, run: str) -> dict[str, float]:
+    from engine.runtime import BATCH_MAX, _Pending, state_record
+
+    def store(pending: Any) -> None:
+        stored = [(pid.encode(), *state_record(st)) for pid, (_, st) in pending.states.items()]
+        for key, raw, _ in stored:
+            runtime.profiles.data[key] = raw
+        for key, _, due_at in stored:
+            runtime.timers.schedule(key.decode(), due_at)
+
+    events_topic = runtime.settings.topic_profile_events
+    timers_topic = runtime.topics.timers.get_topic_name()
+    stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    records = []
+    for i in range(profiles):
+        key, value = profile_event(i, run, occurred_at=stamp)
+        records.append(_Record(_Message(events_topic, key, value, runtime._partition_of(key), i)))
+    now = datetime.now(UTC)
+    due: dict[int, list[list[Any]]] = {}
+    for i, record in enumerate(records):
+        item = [f"p-{run}-{i}", (now + timedelta(seconds=1)).timestamp()]
+        due.setdefault(record.message.partition, []).append(item)
+    ticks = [
+        _Record(_Message(timers_topic, None, orjson.dumps({"due": items[i : i + 50]}), part))
+        for part, items in due.items()
+        for i in range(0, len(items), 50)
+    ]
+    clock = time.perf_counter
+    t0 = clock()
+    for start in range(0, profiles, BATCH_MAX):
+        pending = _Pending()
+        for record in records[start : start + BATCH_MAX]:
+            runtime._process_record(record, now, pending)
+        store(pending)
+    t1 = clock()
+    later = now + timedelta(seconds=2)
+    sends = 0
+    for start in range(0, len(ticks), 10):
+        pending = _Pending()
+        for record in ticks[start : start + 10]:
+            runtime._process_record(record, later, pending)
+        sends += sum(
+            1 for topic, _, _ in pending.effects if topic is runtime.topics.whatsapp_requests
+        )
+        store(pending)
+    t2 = clock()
+    if sends != profiles:
+        raise SystemExit(f"runtime: expected {profiles} sends, got {sends}")
+    return {
+        "runtime_enter": (t1 - t0) / profiles * 1e6,
+        "runtime_fire": (t2 - t1) / profiles * 1e6,
+        "runtime_total": (t2 - t0) / profiles * 1e6,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--profiles", type=int, default=20_000)
@@ -109,6 +207,17 @@ def main() -> None:
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(30)
     else:
         result = measure(args.profiles)
+    try:
+        import engine.runtime
+
+        engine.runtime.state_record  # noqa: B018 (a tree from before it has no such path)
+    except (ImportError, AttributeError):
+        pass
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            runtime = _runtime(Path(tmp))
+            measure_runtime(runtime, min(2000, args.profiles), "warm")
+            result |= measure_runtime(runtime, args.profiles, "runtime")
     sys.stdout.write(orjson.dumps({k: round(v, 1) for k, v in result.items()}).decode() + "\n")
 
 
