@@ -70,6 +70,7 @@ class Plan:
     output: Path
     command: str
     render_from: Path | None = None
+    source: str | None = None  # the tree measured (`_git_state`), taken as the run starts
     results: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -349,7 +350,7 @@ def render(plan: Plan, machine: dict[str, Any], broker: Broker, started: datetim
         f"Command: `{plan.command}` (`make bench` runs `.venv/bin/python -m bench.run`; "
         "`--quick`, `--only NAME`, `BENCH_SCALE=0.1` make it shorter).",
         "",
-        f"Source: commit {_git_state()}. Broker: Apache Kafka {broker.version}, one node"
+        f"Source: commit {plan.source or _git_state()}. Broker: Apache Kafka {broker.version}, one node"
         f" (KRaft) on 127.0.0.1, {'started by the run' if broker.started else broker.bootstrap}"
         ". Topics: 8 partitions, replication 1. Everything on loopback.",
         "",
@@ -480,15 +481,25 @@ def _engine_section(e: dict[str, Any] | None, plan: Plan) -> list[str]:
             f"{e['compare_cpu_per_event_ms']:.2f} ms |"
         )
     out += ["", f"Runs ({e['runs']}, medians above):", ""]
-    fan_runs = e.get("baseline_fanout") or []
+    # The fanned loops' columns, where the run had them: (heading, runs).
+    loops = [
+        (heading, runs)
+        for heading, runs in (
+            (f"{e['fanout']}-record loop events/s", e.get("baseline_fanout") or []),
+            ("batched loop events/s", e.get("baseline_batched") or []),
+        )
+        if runs
+    ]
     out += [
         "| run | baseline events/s | "
-        + (f"{e['fanout']}-record loop events/s | " if fan_runs else "")
+        + "".join(f"{heading} | " for heading, _ in loops)
         + "engine events/s | entry events/s | engine CPU s | startup s |"
     ]
-    out += ["| --- | --- | --- | --- | --- | --- |" + (" --- |" if fan_runs else "")]
+    out += ["| --- | --- | --- | --- | --- | --- |" + " --- |" * len(loops)]
     for i, (b, w) in enumerate(zip(e["baseline"], e["engine"], strict=True)):
-        fan = f"{_num(fan_runs[i]['per_second'])} | " if i < len(fan_runs) else ""
+        fan = "".join(
+            f"{_num(runs[i]['per_second'])} | " if i < len(runs) else "| " for _, runs in loops
+        )
         out.append(
             f"| {i + 1} | {_num(b['per_second'])} | {fan}{_num(w['per_second'])} | "
             f"{_num(w['entry_per_second'])} | {w['cpu_seconds']:.1f} | "
@@ -496,7 +507,7 @@ def _engine_section(e: dict[str, Any] | None, plan: Plan) -> list[str]:
         )
     for i, c in enumerate(e.get("compare") or []):
         out.append(
-            f"| {i + 1} (compared tree) | {'| ' if fan_runs else ''}| {_num(c['per_second'])} | "
+            f"| {i + 1} (compared tree) | {'| ' * len(loops)}| {_num(c['per_second'])} | "
             f"{_num(c['entry_per_second'])} | {c['cpu_seconds']:.1f} | "
             f"{c['startup_seconds']:.1f} |"
         )
@@ -754,6 +765,8 @@ def render_again(plan: Plan) -> int:
     plan.quick = " --quick" in plan.command
     plan.results = saved["results"]
     plan.seconds = saved.get("seconds", {})
+    # Results saved before the source was: say so rather than name today's commit.
+    plan.source = saved.get("source") or f"unknown (report rendered again at {_git_state()})"
     broker = Broker(
         saved["broker"]["bootstrap"],
         None,
@@ -776,6 +789,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _terminate)
     machine = machine_info()
+    plan.source = _git_state()
     print(f"bench: logs and raw results in {log_dir.relative_to(ROOT)}", flush=True)
     broker = Broker.start()
     ours = f"Kafka broker on port {broker.port}"
@@ -793,6 +807,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(
                 {
                     "plan": plan.command,
+                    "source": plan.source,
                     "started": started.isoformat(),
                     "machine": machine,
                     "results": plan.results,
