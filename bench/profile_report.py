@@ -69,6 +69,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("consumer thread (fetching)", ("WorkerThread.run",)),
     ("interpreter and decoding (_process_record)", ("EngineRuntime._process_record",)),
     ("producing effects (flush: Topic.send)", ("EngineRuntime.flush;Topic.send",)),
+    ("serializing states (flush step 1)", ("_flush_locked.<locals>.<listcomp>;state_record",)),
     ("rest of flush (table writes, acks)", ("EngineRuntime.flush",)),
     ("timer ticks (_fire_timers)", ("EngineRuntime._fire_timers",)),
     # The WhatsApp connector's worker.
@@ -78,23 +79,35 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("request parsing (_parse)", ("WhatsAppConnector._parse",)),
     ("rest of a request (handle: table, policy)", ("WhatsAppConnector.handle",)),
     ("batch handling and acks (_run_batch)", ("WhatsAppConnector._run_batch",)),
+    # Both workers: records on their way from the consumer to the agent.
+    ("faust delivery (fetch loop, stream iteration)", ("drain_messages", "Stream.events")),
     ("aiokafka sender (produce requests)", ("Sender.",)),
     ("logging", ("Logger.",)),
     ("garbage collector", ("gc_collect",)),
 )
 
 
-def categories(path: Path) -> list[tuple[str, float]]:
-    """Share of samples per category of CATEGORIES (and 'other')."""
+# A frame every thread but the main one starts from (threading.Thread's entry).
+_SIDE_THREAD = "Thread._bootstrap"
+
+
+def categories(path: Path, main_thread: bool = False) -> list[tuple[str, float]]:
+    """Share of samples per category of CATEGORIES (and 'other').
+
+    A category matches when any of its needles is in the stack. `main_thread`
+    counts only the main thread's samples, the event loop that carries a worker's work:
+    the consumer thread's waits would otherwise show as the worker's idle time."""
     counts: Counter[str] = Counter()
     total = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
+        functions = _LOCATION.sub("", stack)  # "f (file.py:12);g (x.py:3)" -> "f;g"
+        if main_thread and _SIDE_THREAD in functions:
+            continue
         count = int(count_text)
         total += count
-        functions = _LOCATION.sub("", stack)  # "f (file.py:12);g (x.py:3)" -> "f;g"
         for name, needles in CATEGORIES:
             if any(n in functions for n in needles):
                 counts[name] += count

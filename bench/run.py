@@ -711,12 +711,18 @@ def _profile_section(
         f"## Profile of the {what}",
         "",
         f"py-spy (`record --native --rate 100`) on {run}; raw stacks in "
-        f"`{path.relative_to(ROOT)}` (`python -m bench.profile_report FILE` summarises them).",
+        f"`{path.relative_to(ROOT)}` (`python -m bench.profile_report FILE` summarises them). "
+        "The main thread runs the event loop that carries the worker's work; the other "
+        "threads (faust's consumer thread) mostly wait, which the first column counts.",
         "",
-        "| where the samples went | share |",
-        "| --- | --- |",
+        "| where the samples went | share | share of the main thread |",
+        "| --- | --- | --- |",
     ]
-    out += [f"| {name} | {share:.1f}% |" for name, share in categories(path)]
+    main = dict(categories(path, main_thread=True))
+    out += [
+        f"| {name} | {share:.1f}% | {main.get(name, 0.0):.1f}% |"
+        for name, share in categories(path)
+    ]
     summary = summarize(path, top=400)
     ours = [
         (name, n)

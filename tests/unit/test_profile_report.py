@@ -43,3 +43,39 @@ def test_summary_counts_inclusive_and_self_samples(raw: Path) -> None:
     assert summary.idle == 40
     assert inclusive["WhatsAppConnector.handle (connectors/whatsapp/connector.py)"] == 50
     assert dict(summary.self_time)["CloudApiClient.send (connectors/whatsapp/client.py)"] == 30
+
+
+ENGINE_RAW = "\n".join(
+    [
+        "_run_module_as_main (<frozen runpy>:1);_run_once (asyncio/base_events.py:1);"
+        "EngineRuntime._agent (engine/runtime.py:2);EngineRuntime._process_record "
+        "(engine/runtime.py:3) 50",
+        "_run_module_as_main (<frozen runpy>:1);EngineRuntime.flush (engine/runtime.py:4);"
+        "EngineRuntime._flush_locked (engine/runtime.py:5);"
+        "EngineRuntime._flush_locked.<locals>.<listcomp> (engine/runtime.py:6);"
+        "state_record (engine/runtime.py:7) 20",
+        "_run_module_as_main (<frozen runpy>:1);EngineRuntime.flush (engine/runtime.py:4);"
+        "EngineRuntime._flush_locked (engine/runtime.py:5);produce_batched "
+        "(engine/produce.py:8) 10",
+        "_run_module_as_main (<frozen runpy>:1);SeekingConsumer._drain_messages "
+        "(engine/app.py:9);drain_messages (engine/drain.py:10) 20",
+        "Thread._bootstrap (threading.py:1);WorkerThread.run (mode/threads.py:2);"
+        "pthread_cond_timedwait 100",
+    ]
+)
+
+
+def test_engine_categories_and_the_main_thread_alone(tmp_path: Path) -> None:
+    path = tmp_path / "engine-py-spy.txt"
+    path.write_text(ENGINE_RAW + "\n")
+    every = dict(categories(path))
+    main = dict(categories(path, main_thread=True))
+    # All threads: the consumer thread's 100 waiting samples are half of them.
+    assert every["waiting (event loop idle)"] == pytest.approx(50.0)
+    assert every["interpreter and decoding (_process_record)"] == pytest.approx(25.0)
+    # The main thread alone: its 100 samples, none of them waiting.
+    assert "waiting (event loop idle)" not in main
+    assert main["interpreter and decoding (_process_record)"] == pytest.approx(50.0)
+    assert main["serializing states (flush step 1)"] == pytest.approx(20.0)
+    assert main["rest of flush (table writes, acks)"] == pytest.approx(10.0)
+    assert main["faust delivery (fetch loop, stream iteration)"] == pytest.approx(20.0)
