@@ -179,6 +179,16 @@ class _Pending:
     send_started: list[float] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Before:
+    """A shared state as it was before the record being processed (`EngineRuntime._lookup`)."""
+
+    held: dict[str, tuple[faust.EventT[bytes], ProfileState]]
+    profile_id: str
+    event: faust.EventT[bytes]
+    raw: bytes
+
+
 class EngineRuntime:
     """Wires the interpreter into faust: agent, table, timers and definitions."""
 
@@ -202,6 +212,9 @@ class EngineRuntime:
         self._batch: list[faust.EventT[bytes]] = []
         self._pending = _Pending()
         self._in_flight: dict[str, tuple[faust.EventT[bytes], ProfileState]] = {}
+        # What the record being processed changes in place when its state is shared (this
+        # batch's, or a flushing batch's): where the state sits, and its bytes before.
+        self._before: _Before | None = None
         self._flush_lock = asyncio.Lock()
         self._failed: Exception | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -435,9 +448,11 @@ class EngineRuntime:
     ) -> None:
         """Run one record's handler; a bad record or a bug dead-letters (key, value)."""
         message = event.message
+        self._before = None
         try:
             result = run()
         except BadRecord as bad:
+            self._restore()
             DEAD_LETTERS.labels(reason=bad.reason.split(":")[0][:60]).inc()
             _processed(source, "dead_letter").inc()
             log.warning(
@@ -449,6 +464,7 @@ class EngineRuntime:
             self._dead_letter(pending, message, key, value, bad.reason, "invalid_record")
             return
         except Exception as exc:  # a bug must not stop the stream: keep the record, say why
+            self._restore()
             log.exception("record failed", topic=message.topic, offset=message.offset)
             _processed(source, "error").inc()
             self._dead_letter(
@@ -486,15 +502,27 @@ class EngineRuntime:
         pending.effects.append((self.topics.dead_letter, key or b"", record))
 
     def _lookup(self, profile_id: str, pending: _Pending) -> ProfileState | None:
-        """The profile's latest state: this batch's, a batch being flushed, or the table's."""
-        if profile_id in pending.states:
-            return pending.states[profile_id][1]
-        if profile_id in self._in_flight:
-            return self._in_flight[profile_id][1]
+        """The profile's latest state: this batch's, a batch being flushed, or the table's.
+
+        The interpreter changes a state in place. One read from the table is this record's
+        alone, but one held in memory is shared with the records before it, so its bytes
+        are kept first: a record that fails halfway puts it back (`_restore`) instead of
+        leaving half its changes for the next record, or the flush, to store."""
+        for held in (pending.states, self._in_flight):
+            entry = held.get(profile_id)
+            if entry is not None:
+                self._before = _Before(held, profile_id, entry[0], state_record(entry[1])[0])
+                return entry[1]
         # The store itself, as flush writes it: the table's own get() adds sensor calls and
         # a KeyError per new profile. A RocksDB store reads the current event's partition.
         raw = self.profiles.data.get(profile_id.encode())
         return state_from_bytes(raw) if raw else None
+
+    def _restore(self) -> None:
+        """Put back the shared state a failed record started from (see `_lookup`)."""
+        before, self._before = self._before, None
+        if before is not None:
+            before.held[before.profile_id] = (before.event, state_from_bytes(before.raw))
 
     def _state_for(self, profile_id: str, pending: _Pending) -> ProfileState:
         return self._lookup(profile_id, pending) or new_profile_state(profile_id)
