@@ -79,6 +79,9 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("request parsing (_parse)", ("WhatsAppConnector._parse",)),
     ("rest of a request (handle: table, policy)", ("WhatsAppConnector.handle",)),
     ("batch handling and acks (_run_batch)", ("WhatsAppConnector._run_batch",)),
+    ("Kafka record writes (RecordWriter)", ("RecordWriter.",)),
+    # aiohttp's side of a Cloud API call that runs outside it: its socket callbacks.
+    ("HTTP responses and request bodies (aiohttp)", ("ResponseHandler.", "ClientRequest.")),
     # Both workers: records on their way from the consumer to the agent.
     ("faust delivery (fetch loop, stream iteration)", ("drain_messages", "Stream.events")),
     ("aiokafka sender (produce requests)", ("Sender.",)),

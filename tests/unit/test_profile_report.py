@@ -79,3 +79,28 @@ def test_engine_categories_and_the_main_thread_alone(tmp_path: Path) -> None:
     assert main["serializing states (flush step 1)"] == pytest.approx(20.0)
     assert main["rest of flush (table writes, acks)"] == pytest.approx(10.0)
     assert main["faust delivery (fetch loop, stream iteration)"] == pytest.approx(20.0)
+
+
+def test_the_connectors_http_transport_and_record_writes_have_their_own_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "connector-py-spy.txt"
+    path.write_text(
+        "\n".join(
+            [
+                "_run_once (asyncio/base_events.py:1);_SelectorSocketTransport._read_ready "
+                "(asyncio/selector_events.py:2);ResponseHandler.data_received "
+                "(aiohttp/client_proto.py:3) 30",
+                "_run_once (asyncio/base_events.py:1);ClientRequest.write_bytes "
+                "(aiohttp/client_reqrep.py:4) 10",
+                "_run_once (asyncio/base_events.py:1);RecordWriter._flush_all "
+                "(connectors/whatsapp/records.py:5) 20",
+                "_run_once (asyncio/base_events.py:1);Handle._run (asyncio/events.py:6) 40",
+            ]
+        )
+        + "\n"
+    )
+    shares = dict(categories(path))
+    assert shares["HTTP responses and request bodies (aiohttp)"] == pytest.approx(40.0)
+    assert shares["Kafka record writes (RecordWriter)"] == pytest.approx(20.0)
+    assert shares["other (faust and asyncio machinery)"] == pytest.approx(40.0)
