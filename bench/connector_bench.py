@@ -158,11 +158,13 @@ async def scale_out(
     log_dir: Path,
     workers: list[Process],
 ) -> dict[str, Any]:
-    """The largest phase with `cfg.scale_out_workers` connector workers, each at cap / N.
+    """The largest phase with `cfg.scale_out_workers` connector workers sharing the cap.
 
     The workers share the requests topic's partitions (one consumer group), so each sees
-    about 1/N of every number's traffic and paces it at 1/N of the cap. `workers` is
-    filled as they start, so the caller stops them whatever happens here.
+    about 1/N of every number's traffic. Each is given the number's whole cap
+    (`WHATSAPP_NUMBER_CAP_PER_SECOND`) and paces at its share of the partitions, 1/N of
+    it here; a tree from before that setting reads `WHATSAPP_RATE_PER_SECOND`, cap / N.
+    `workers` is filled as they start, so the caller stops them whatever happens here.
     """
     count_workers = cfg.scale_out_workers
     rate = cfg.cap / count_workers
@@ -174,7 +176,11 @@ async def scale_out(
                 role="whatsapp",
                 name=f"connector-worker-{n + 1}-of-{count_workers}",
                 root=cfg.root,
-                extra_env={"WHATSAPP_RATE_PER_SECOND": str(rate), **sandbox.worker_env},
+                extra_env={
+                    "WHATSAPP_NUMBER_CAP_PER_SECOND": str(cfg.cap),
+                    "WHATSAPP_RATE_PER_SECOND": str(rate),
+                    **sandbox.worker_env,
+                },
             )
         )
     # Warm up: both join the group (a rebalance) and open their HTTP pools.

@@ -623,9 +623,9 @@ def _connector_section(c: dict[str, Any] | None) -> list[str]:
         "(`--role whatsapp`, `WHATSAPP_RATE_PER_SECOND=1000`) runs; the sandbox caps every "
         "number at 1,000/s and answers 130429 above it. Sustained rate: messages the "
         "sandbox accepted between the first and last 5% of them. Then the four numbers "
-        "again with two connector workers in one consumer group, each at "
-        "`WHATSAPP_RATE_PER_SECOND=500` (the README's rule for N workers: cap / N each); "
-        "each takes half the requests topic's partitions. Baseline: "
+        "again with two connector workers in one consumer group, each given the whole cap "
+        "(`WHATSAPP_NUMBER_CAP_PER_SECOND=1000`): each takes half the requests topic's "
+        "partitions and so paces every number at half the cap. Baseline: "
         "`bench/bare_http.py`, bare aiohttp POSTs (64 in flight) to an uncapped sandbox.",
         "",
     ]

@@ -113,6 +113,14 @@ class Settings(BaseSettings):
     whatsapp_app_secret: SecretStr | None = None
     whatsapp_verify_token: SecretStr | None = None
     whatsapp_rate_per_second: float = Field(default=80.0, gt=0, le=1000)
+    whatsapp_number_cap_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        le=1000,
+        description="a number's cap shared by all connector workers: each paces at it times "
+        "its share of the requests topic's partitions, again after every rebalance; when "
+        "set, WHATSAPP_RATE_PER_SECOND is not used",
+    )
     whatsapp_max_in_flight: int | None = Field(
         default=None,
         ge=1,
@@ -182,7 +190,12 @@ class Settings(BaseSettings):
         """
         if self.whatsapp_max_in_flight is not None:
             return self.whatsapp_max_in_flight
-        return max(64, math.ceil(self.whatsapp_rate_per_second / 4))
+        return max(64, math.ceil(self.whatsapp_max_rate() / 4))
+
+    def whatsapp_max_rate(self) -> float:
+        """The fastest one connector worker paces a number: the shared cap when it is set
+        (a worker that owns every partition), else its own rate."""
+        return self.whatsapp_number_cap_per_second or self.whatsapp_rate_per_second
 
     def words(self, kind: Literal["opt_out", "opt_in", "help"]) -> frozenset[str]:
         raw = {"opt_out": self.whatsapp_opt_out_words, "opt_in": self.whatsapp_opt_in_words}.get(

@@ -58,7 +58,7 @@ from pydantic import ValidationError
 
 from connectors.whatsapp.client import CloudApiClient, SendOutcome
 from connectors.whatsapp.indoubt import Evidence, find_statuses
-from connectors.whatsapp.pacing import Pacer
+from connectors.whatsapp.pacing import Pacer, partition_share
 from connectors.whatsapp.policy import check_send, mask_phone
 from connectors.whatsapp.records import RecordWriter
 from schemas.common import construct
@@ -224,15 +224,18 @@ class WhatsAppConnector:
         self.dead_letter_topic = dead_letter_topic
         self.client = client or CloudApiClient(settings)
         self.pacer = pacer or Pacer(
-            rate_per_second=settings.whatsapp_rate_per_second,
+            rate_per_second=settings.whatsapp_max_rate(),
             max_in_flight=settings.in_flight_limit(),
         )
+        if settings.whatsapp_number_cap_per_second is not None:
+            # Sent after each rebalance, while the new partitions are still paused.
+            app.on_partitions_assigned.connect(self._pace_to_share)
         self.backoff = backoff or Backoff()
         self.max_retries = settings.whatsapp_max_retries
         # About a second of traffic per batch: big enough that the pause between batches is
         # small next to the batch, small enough that a batch commits often.
         self.batch_size = batch_size or max(
-            settings.in_flight_limit(), min(1000, int(settings.whatsapp_rate_per_second))
+            settings.in_flight_limit(), min(1000, int(settings.whatsapp_max_rate()))
         )
         self.batch_within = batch_within
         self.clock = clock
@@ -265,6 +268,32 @@ class WhatsAppConnector:
         self._writer = RecordWriter(self._producer, settings.kafka_producer_linger_ms / 1000)
 
     # -- the agent
+
+    async def _pace_to_share(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        """WHATSAPP_NUMBER_CAP_PER_SECOND: pace at this worker's share of the cap.
+
+        faust's on_partitions_assigned signal: `args[0]` is the worker's whole assignment."""
+        cap = self.settings.whatsapp_number_cap_per_second
+        if cap is None or not args:
+            return
+        assigned: set[Any] = args[0]
+        topic = self.requests_topic.get_topic_name()
+        owned = sum(1 for tp in assigned if tp.topic == topic)
+        partitions = (
+            self.app.consumer.topic_partitions(topic)
+            or self.requests_topic.partitions
+            or self.settings.topic_partitions
+        )
+        rate = partition_share(cap, owned, partitions)
+        if rate is not None:
+            self.pacer.set_rate(rate)
+        log.info(
+            "whatsapp.pacing_share",
+            cap_per_second=cap,
+            partitions_owned=owned,
+            partitions=partitions,
+            rate_per_second=rate,
+        )
 
     async def process(self, stream: faust.Stream[Any]) -> None:
         # Acks are ours, after the batch is done (step 6). faust's stream.take_events() is

@@ -36,6 +36,17 @@ class TokenBucket:
         self._tat = float("-inf")  # theoretical arrival time of the next request
         self._paused_until = float("-inf")
 
+    def set_rate(self, rate: float, burst: int) -> None:
+        """Pace at `rate` from the next reservation on; slots already given keep their times."""
+        if rate <= 0:
+            raise ValueError("rate must be greater than zero")
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
+        self.rate = rate
+        self.burst = burst
+        self._interval = 1.0 / rate
+        self._tolerance = (burst - 1) * self._interval
+
     def reserve(self, now: float) -> float:
         """Reserve the next slot; return when (on the same clock as `now`) the caller may go."""
         tat = max(self._tat, now, self._paused_until)
@@ -53,6 +64,19 @@ class TokenBucket:
 
     def paused_until(self) -> float:
         return self._paused_until
+
+
+def partition_share(cap: float, owned: int, partitions: int) -> float | None:
+    """One worker's pace when the workers of a group share a number's cap: `cap` times the
+    share of the requests topic's `partitions` it owns (None when it owns none).
+
+    Requests are keyed by profile id, so each number's traffic spreads over the partitions
+    and the shares add up to the cap. A partition with more of one number's traffic than
+    the others makes its worker wait longer, never go over the cap.
+    """
+    if owned <= 0 or partitions <= 0:
+        return None
+    return cap * min(owned, partitions) / partitions
 
 
 def default_burst(rate_per_second: float) -> int:
@@ -84,6 +108,7 @@ class Pacer:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.rate_per_second = rate_per_second
+        self._fixed_burst = burst
         self.burst = burst if burst is not None else default_burst(rate_per_second)
         self.rate_limit_pause = rate_limit_pause
         self._clock = clock
@@ -96,6 +121,14 @@ class Pacer:
         if bucket is None:
             bucket = self._buckets[phone_number_id] = TokenBucket(self.rate_per_second, self.burst)
         return bucket
+
+    def set_rate(self, rate_per_second: float) -> None:
+        """Pace every number, known or new, at `rate_per_second` from its next slot on."""
+        self.rate_per_second = rate_per_second
+        fixed = self._fixed_burst
+        self.burst = fixed if fixed is not None else default_burst(rate_per_second)
+        for bucket in self._buckets.values():
+            bucket.set_rate(rate_per_second, self.burst)
 
     async def wait_turn(self, phone_number_id: str) -> None:
         """Wait until this number may make one more call (a pause may move the slot later)."""

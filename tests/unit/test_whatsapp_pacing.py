@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from connectors.whatsapp.pacing import Pacer, TokenBucket
+from connectors.whatsapp.pacing import Pacer, TokenBucket, partition_share
 
 
 class FakeTime:
@@ -168,3 +168,48 @@ async def test_a_slot_gives_its_place_back_on_error_and_on_cancellation() -> Non
     async with asyncio.timeout(0.5):
         async with pacer.slot("other"):
             pass
+
+
+def test_a_new_rate_spaces_the_next_slots_and_keeps_the_given_ones() -> None:
+    bucket = TokenBucket(rate=10, burst=1)
+    given = [bucket.reserve(0.0) for _ in range(3)]
+    assert given == pytest.approx([0.0, 0.1, 0.2])
+    bucket.set_rate(20, burst=1)
+    # The next slot is where the old schedule put it; the ones after, 1/20 s apart.
+    assert [bucket.reserve(0.0) for _ in range(3)] == pytest.approx([0.3, 0.35, 0.4])
+    with pytest.raises(ValueError):
+        bucket.set_rate(0, burst=1)
+    with pytest.raises(ValueError):
+        bucket.set_rate(10, burst=0)
+
+
+def test_the_pacer_moves_known_and_new_numbers_to_a_new_rate() -> None:
+    pacer = Pacer(rate_per_second=500, max_in_flight=4)
+    known = pacer.bucket("known")
+    assert (known.rate, known.burst) == (500, 5)
+    pacer.set_rate(1000)
+    assert (known.rate, known.burst) == (1000, 10)
+    fresh = pacer.bucket("fresh")
+    assert (fresh.rate, fresh.burst) == (1000, 10)
+    # An explicit burst stays what it was given as.
+    fixed = Pacer(rate_per_second=500, max_in_flight=4, burst=2)
+    fixed.bucket("n")
+    fixed.set_rate(250)
+    assert (fixed.bucket("n").rate, fixed.bucket("n").burst) == (250, 2)
+
+
+@pytest.mark.parametrize(
+    ("owned", "partitions", "rate"),
+    [(8, 8, 1000.0), (4, 8, 500.0), (3, 8, 375.0), (1, 3, 1000 / 3), (9, 8, 1000.0)],
+)
+def test_a_worker_paces_at_its_share_of_the_partitions(
+    owned: int, partitions: int, rate: float
+) -> None:
+    assert partition_share(1000.0, owned, partitions) == pytest.approx(rate)
+
+
+def test_shares_of_a_whole_assignment_add_up_to_the_cap() -> None:
+    split = [3, 3, 2]  # eight partitions over three workers
+    assert sum(partition_share(80.0, n, 8) or 0.0 for n in split) == pytest.approx(80.0)
+    assert partition_share(80.0, 0, 8) is None  # owns nothing: sends nothing
+    assert partition_share(80.0, 2, 0) is None
