@@ -316,7 +316,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             else ""
         )
         workers = phase.get("workers", 1)
-        scaled = f", {workers} connector workers at cap/{workers} each" if workers > 1 else ""
+        scaled = f", {workers} connector workers sharing the cap" if workers > 1 else ""
         rows.append(
             (
                 f">= 95% of the per-number cap, zero 130429 ({phase['numbers']} number"
@@ -669,7 +669,7 @@ def _workers(phase: dict[str, Any]) -> str:
     workers = phase.get("workers", 1)
     if workers == 1:
         return "1"
-    return f"{workers}, {_num(phase['rate_per_worker'])}/s per number each"
+    return f"{workers}, {_num(phase['rate_per_worker'])}/s per number each (its share)"
 
 
 def _ms_or_dash(value: float | None) -> str:
