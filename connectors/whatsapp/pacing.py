@@ -25,14 +25,7 @@ class TokenBucket:
     __slots__ = ("_interval", "_paused_until", "_tat", "_tolerance", "burst", "rate")
 
     def __init__(self, rate: float, burst: int = 1) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be greater than zero")
-        if burst < 1:
-            raise ValueError("burst must be at least 1")
-        self.rate = rate
-        self.burst = burst
-        self._interval = 1.0 / rate
-        self._tolerance = (burst - 1) * self._interval
+        self.set_rate(rate, burst)
         self._tat = float("-inf")  # theoretical arrival time of the next request
         self._paused_until = float("-inf")
 
