@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import engine.interpreter as interpreter_module
-from engine.runtime import EngineRuntime, _Pending
+from engine.runtime import EngineRuntime, _Pending, state_to_bytes
 
 from . import ANA, at, event
 from .runtime_support import Event, Message, engine_runtime
@@ -53,6 +53,16 @@ def _dead_letters(rt: EngineRuntime, pending: _Pending) -> int:
     return sum(1 for topic, _, _ in pending.effects if topic is rt.topics.dead_letter)
 
 
+def _process_failing(
+    rt: EngineRuntime, monkeypatch: pytest.MonkeyPatch, event_id: str, pending: _Pending
+) -> None:
+    """Process a record whose handling raises halfway; it is dead-lettered."""
+    with monkeypatch.context() as patch:
+        _fail_halfway(patch)
+        _process(rt, _record(rt, event_id, "clicked", "2s"), "3s", pending)
+    assert _dead_letters(rt, pending) == 1
+
+
 def test_a_failed_record_leaves_this_batchs_state_as_it_was(
     runtime: EngineRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -61,10 +71,7 @@ def test_a_failed_record_leaves_this_batchs_state_as_it_was(
     [instance] = pending.states[PROFILE][1].instances.values()
     assert instance.waiting == "timer"
 
-    with monkeypatch.context() as patch:
-        _fail_halfway(patch)
-        _process(runtime, _record(runtime, "evt-2", "clicked", "2s"), "3s", pending)
-    assert _dead_letters(runtime, pending) == 1
+    _process_failing(runtime, monkeypatch, "evt-2", pending)
 
     state = pending.states[PROFILE][1]
     assert state.seen_event_ids == ["evt-1"]  # not evt-2: its record failed
@@ -85,10 +92,7 @@ def test_a_failed_record_leaves_a_flushing_batchs_state_as_it_was(
     runtime._in_flight, runtime._pending = flushing.states, _Pending()
     pending = runtime._pending
 
-    with monkeypatch.context() as patch:
-        _fail_halfway(patch)
-        _process(runtime, _record(runtime, "evt-2", "clicked", "2s"), "3s", pending)
-    assert _dead_letters(runtime, pending) == 1
+    _process_failing(runtime, monkeypatch, "evt-2", pending)
     assert PROFILE not in pending.states
     assert runtime._in_flight[PROFILE][1].seen_event_ids == ["evt-1"]
 
@@ -99,17 +103,12 @@ def test_a_failed_record_leaves_a_flushing_batchs_state_as_it_was(
 def test_a_failed_record_on_a_stored_state_changes_nothing_held(
     runtime: EngineRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from engine.runtime import state_to_bytes
-
     first = _Pending()
     _process(runtime, _record(runtime, "evt-1", "signup", "0s"), "1s", first)
     stored = state_to_bytes(first.states[PROFILE][1])
     runtime.profiles.data[PROFILE.encode()] = stored  # as a finished flush leaves it
 
     pending = runtime._pending
-    with monkeypatch.context() as patch:
-        _fail_halfway(patch)
-        _process(runtime, _record(runtime, "evt-2", "clicked", "2s"), "3s", pending)
-    assert _dead_letters(runtime, pending) == 1
+    _process_failing(runtime, monkeypatch, "evt-2", pending)
     assert PROFILE not in pending.states
     assert runtime.profiles.data[PROFILE.encode()] == stored
