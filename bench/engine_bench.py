@@ -88,6 +88,12 @@ class EngineConfig:
     compare_root: Path | None = None  # another source tree, run beside this one
 
 
+def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
+    """The median of `key` over runs that have it; None without any (a loop not run)."""
+    values = [run[key] for run in runs if key in run]
+    return median(values) if values else None
+
+
 async def bare_client(
     broker: Broker,
     source: str,
@@ -342,29 +348,18 @@ async def run(broker: Broker, cfg: EngineConfig, log_dir: Path) -> dict[str, Any
             "ratio": median(ratios),
             "fanout": cfg.fanout,
             "baseline_fanout": fanned,
-            "baseline_fanout_per_second": median([b["per_second"] for b in fanned])
-            if fanned
-            else None,
+            "baseline_fanout_per_second": median_of(fanned, "per_second"),
             "baseline_batched": batched,
-            "baseline_batched_per_second": median([b["per_second"] for b in batched])
-            if batched
-            else None,
-            "baseline_batched_cpu_per_event_ms": median([b["cpu_per_event_ms"] for b in batched])
-            if batched
-            else None,
+            "baseline_batched_per_second": median_of(batched, "per_second"),
             "cpu_per_event_ms": median([e["cpu_per_event_ms"] for e in engines]),
             "profile": str(log_dir / "engine-py-spy.txt") if profiled else None,
             "profiled_run": profiled,
             "root": str(cfg.root),
             "compare_root": str(cfg.compare_root) if cfg.compare_root else None,
             "compare": compared,
-            "compare_per_second": median([c["per_second"] for c in compared]) if compared else None,
-            "compare_entry_per_second": median([c["entry_per_second"] for c in compared])
-            if compared
-            else None,
-            "compare_cpu_per_event_ms": median([c["cpu_per_event_ms"] for c in compared])
-            if compared
-            else None,
+            "compare_per_second": median_of(compared, "per_second"),
+            "compare_entry_per_second": median_of(compared, "entry_per_second"),
+            "compare_cpu_per_event_ms": median_of(compared, "cpu_per_event_ms"),
         }
     finally:
         await base.delete_topics()
