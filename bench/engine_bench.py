@@ -9,6 +9,7 @@ and its tick), a condition on the profile, a WhatsApp step (a SendRequest), end.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -88,6 +89,10 @@ class EngineConfig:
     compare_root: Path | None = None  # another source tree, run beside this one
 
 
+# Profiles per run of bench/core_bench.py: ~10 s, enough for a steady figure.
+CORE_PROFILES = 20_000
+
+
 def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
     """The median of `key` over runs that have it; None without any (a loop not run)."""
     values = [run[key] for run in runs if key in run]
@@ -139,6 +144,40 @@ async def bare_client(
     if result["records"] < count:
         raise BenchError(f"bare client read {result['records']} of {count} records")
     return result
+
+
+async def core_path(root: Path, profiles: int, timeout: float) -> dict[str, Any]:
+    """`bench/core_bench.py` on the tree at `root`: µs per profile of the pure core (`total`)
+    and of the worker's record path without Kafka or faust (`runtime_total`)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.core_bench",
+        "--profiles",
+        str(profiles),
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise BenchError("bench.core_bench did not finish in time") from None
+    if proc.returncode != 0:
+        raise BenchError(f"bench.core_bench failed: {err.decode()[-2000:]}")
+    result: dict[str, Any] = orjson.loads(out.splitlines()[-1])
+    if "runtime_total" not in result:
+        raise BenchError(f"bench.core_bench measured no record path: {result}")
+    return result
+
+
+def ceiling(record_path_us: float, io_cpu_ms: float) -> float:
+    """Events/s one process can make at most if each event costs the record path's CPU
+    plus the cheapest I/O's (the batched loop's), and nothing else."""
+    return 1e6 / (record_path_us + io_cpu_ms * 1000)
 
 
 def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -317,6 +356,12 @@ async def run(broker: Broker, cfg: EngineConfig, log_dir: Path) -> dict[str, Any
                     batched=True,
                 )
             )
+        # The worker's record path alone, on an idle broker: with the batched loop's I/O, the
+        # most this design can make here however cheap faust, the flush and the producer.
+        core = [
+            await core_path(cfg.root, min(CORE_PROFILES, cfg.profiles), cfg.timeout)
+            for _ in range(cfg.runs if cfg.fanout > 1 else 0)
+        ]
         profiled = None
         if cfg.profiler == "py-spy":
             # A run of its own: the sampler slows the worker, so it is never a measured run.
@@ -352,6 +397,9 @@ async def run(broker: Broker, cfg: EngineConfig, log_dir: Path) -> dict[str, Any
             "baseline_batched": batched,
             "baseline_batched_per_second": median_of(batched, "per_second"),
             "cpu_per_event_ms": median([e["cpu_per_event_ms"] for e in engines]),
+            "core": core,
+            "core_pure_us": median_of(core, "total"),
+            "core_path_us": median_of(core, "runtime_total"),
             "profile": str(log_dir / "engine-py-spy.txt") if profiled else None,
             "profiled_run": profiled,
             "root": str(cfg.root),
