@@ -30,6 +30,7 @@ from bench.common import (
     commit_to_end,
     deploy,
     edge_timestamps,
+    machine_busy_seconds,
     now_iso,
     paced_produce,
     percentile,
@@ -143,11 +144,14 @@ async def paced_phase(
     async with OffsetWatch(broker.bootstrap, settings.topic_whatsapp_requests) as sends:
         before = await sends.total()
         cpu_engine, cpu_connector = engine.cpu_seconds(), connector.cpu_seconds()
+        busy_before = machine_busy_seconds()
         sent, took = await paced_produce(
             broker.bootstrap, settings.topic_profile_events, make, rate=rate, seconds=cfg.seconds
         )
         engine_cpu = (engine.cpu_seconds() - cpu_engine) / took if took else 0.0
         connector_cpu = (connector.cpu_seconds() - cpu_connector) / took if took else 0.0
+        # Cores the whole machine kept busy meanwhile (workers, sandbox, broker, producer).
+        machine_busy = (machine_busy_seconds() - busy_before) / took if took else 0.0
         expected = sum(1 for i in range(sent) if _entering(i, share))
         got, drained = await sends.wait_for(
             before + expected, timeout=cfg.drain_timeout, watch=watch
@@ -211,6 +215,7 @@ async def paced_phase(
         "complete": got >= before + expected and len(to_sandbox) >= expected,
         "engine_cpu_share": engine_cpu,
         "connector_cpu_share": connector_cpu,
+        "machine_busy_cores": machine_busy,
     }
 
 

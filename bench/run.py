@@ -570,7 +570,9 @@ def _latency_section(lat: dict[str, Any] | None) -> list[str]:
         "events that pass the entry condition keeps sends at 80% of the connector's cap. "
         "The journey's maximum (its own events/s, engine alone, events written first) sets "
         "the 80% load. CPU columns: share of one core each worker used while the producer ran "
-        "(the machine has the cores listed above, shared with the broker and the sandbox).",
+        "(the machine has the cores listed above, shared with the broker and the sandbox); "
+        "machine cores busy: CPU the whole machine used meanwhile (workers, sandbox, broker "
+        "and this driver; /proc/stat), in cores, out of the cores above.",
         "",
     ]
     out += _error(lat)
@@ -582,8 +584,9 @@ def _latency_section(lat: dict[str, Any] | None) -> list[str]:
         f"({m['events']:,} events in {m['seconds']:.1f} s).",
         "",
         "| load (events/s) | offered | sending share | event → SendRequest p50 / p99 | "
-        "event → sandbox p50 / p99 | engine CPU | connector CPU | all arrived |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "event → sandbox p50 / p99 | engine CPU | connector CPU | machine cores busy | "
+        "all arrived |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in lat["phases"]:
         s, w = p["event_to_send_request"], p["event_to_sandbox"]
@@ -593,6 +596,7 @@ def _latency_section(lat: dict[str, Any] | None) -> list[str]:
             f"{_num(w['p50_ms'])} / {_num(w['p99_ms'])} ms | "
             f"{p.get('engine_cpu_share', float('nan')):.0%} | "
             f"{p.get('connector_cpu_share', float('nan')):.0%} | "
+            f"{_cores_or_dash(p.get('machine_busy_cores'))} | "
             f"{'yes' if p['complete'] else 'no'} |"
         )
     out.append("")
