@@ -310,9 +310,16 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         share = min(per_number) / 1000 if per_number else 0.0
         limited = phase["rate_limited_130429"]
         ceiling = connector.get("bare_http", {}).get("per_second")
+        need = cores_for_caps(phase)
         bare = (
             f" (bare HTTP here: {_num(ceiling)} calls/s, {ceiling / phase['cap_per_second']:.0%} "
-            "of the caps)"
+            "of the caps"
+            + (
+                f"; the connector and sandbox alone need {need:.2f} cores at the caps"
+                if need
+                else ""
+            )
+            + ")"
             if ceiling and phase["numbers"] > 1
             else ""
         )
@@ -683,8 +690,8 @@ def _connector_section(c: dict[str, Any] | None) -> list[str]:
         "",
         "| numbers | connector workers | requests | sustained sends/s | per number | "
         "share of cap | vs bare HTTP | 130429 | connector CPU per send | "
-        "sandbox CPU per send | machine cores busy |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "sandbox CPU per send | machine cores busy | cores the caps need |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in c["phases"]:
         per = [v for v in p["per_number_per_second"].values() if not math.isnan(v)]
@@ -696,7 +703,8 @@ def _connector_section(c: dict[str, Any] | None) -> list[str]:
             f"{p['sustained_per_second'] / b['per_second']:.0%} | "
             f"{p['rate_limited_130429']} | {p['connector_cpu_per_send_ms']:.2f} ms | "
             f"{_ms_or_dash(p.get('sandbox_cpu_per_send_ms'))} | "
-            f"{_cores_or_dash(p.get('machine_busy_cores'))} |"
+            f"{_cores_or_dash(p.get('machine_busy_cores'))} | "
+            f"{_cores_or_dash(cores_for_caps(p))} |"
         )
     out += [
         "",
@@ -704,10 +712,22 @@ def _connector_section(c: dict[str, Any] | None) -> list[str]:
         "the sandbox on this machine with no Kafka and no connector logic. Where the caps "
         "add up to more than that ceiling, no connector on this machine can reach them. "
         '"machine cores busy": CPU the whole machine used while the phase ran (connector, '
-        "sandbox, broker and this driver; /proc/stat), in cores, out of the cores above.",
+        "sandbox, broker and this driver; /proc/stat), in cores, out of the cores above. "
+        '"cores the caps need": the phase\'s connector and sandbox CPU per send times the '
+        "caps' sum, the cores those two alone would use at every number's full cap, "
+        "before the broker's share.",
         "",
     ]
     return out
+
+
+def cores_for_caps(phase: dict[str, Any]) -> float | None:
+    """Cores the connector workers and the sandbox would use together at the caps' sum,
+    at this phase's CPU per send; None without the sandbox's CPU."""
+    sandbox = phase.get("sandbox_cpu_per_send_ms")
+    if sandbox is None or math.isnan(sandbox):
+        return None
+    return float(phase["cap_per_second"] * (phase["connector_cpu_per_send_ms"] + sandbox) / 1000)
 
 
 def _workers(phase: dict[str, Any]) -> str:

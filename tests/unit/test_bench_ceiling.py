@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from bench import engine_bench
-from bench.run import _ceiling_lines, engine_ceiling, targets
+from bench.run import _ceiling_lines, cores_for_caps, engine_ceiling, targets
 
 
 def _engine(core: list[float] | None, io_ms: list[float] | None) -> dict[str, Any]:
@@ -58,3 +58,39 @@ def test_a_run_without_both_measurements_has_no_ceiling(
     assert engine_ceiling(engine) is None
     assert _ceiling_lines(engine) == []
     assert targets({"engine": engine})[0][1] == "2,500 events/s"
+
+
+def _connector_phase(numbers: int, connector_ms: float, sandbox_ms: float | None) -> dict[str, Any]:
+    phase: dict[str, Any] = {
+        "numbers": numbers,
+        "cap_per_second": 1000.0 * numbers,
+        "per_number_per_second": {str(n): 800.0 for n in range(numbers)},
+        "rate_limited_130429": 0,
+        "connector_cpu_per_send_ms": connector_ms,
+    }
+    if sandbox_ms is not None:
+        phase["sandbox_cpu_per_send_ms"] = sandbox_ms
+    return phase
+
+
+def test_the_cores_the_caps_need_are_the_cpu_per_send_times_the_caps() -> None:
+    assert cores_for_caps(_connector_phase(4, 0.40, 0.28)) == pytest.approx(2.72)
+    assert cores_for_caps(_connector_phase(1, 0.61, 0.42)) == pytest.approx(1.03)
+    assert cores_for_caps(_connector_phase(4, 0.40, None)) is None
+    assert cores_for_caps(_connector_phase(4, 0.40, float("nan"))) is None
+
+
+def test_a_many_number_target_row_names_the_cores_the_caps_need() -> None:
+    results = {
+        "connector": {
+            "bare_http": {"per_second": 3933.0},
+            "phases": [_connector_phase(1, 0.61, 0.42), _connector_phase(4, 0.40, 0.28)],
+        }
+    }
+    one, four = targets(results)
+    assert "cores" not in one[1]
+    assert four[1] == (
+        "80% of 1,000/s per number, 0 answers 130429 (bare HTTP here: 3,933 calls/s, 98% of "
+        "the caps; the connector and sandbox alone need 2.72 cores at the caps)"
+    )
+    assert four[2] is False
