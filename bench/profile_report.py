@@ -58,7 +58,8 @@ def summarize(path: Path, top: int = 25, focus: str | None = None) -> Summary:
         if any(innermost.startswith(i) for i in _IDLE) or "epoll_wait" in innermost:
             idle += count
         self_time[innermost] += count
-        for name in set(frames):
+        # Each frame once per stack, in stack order: ties then keep a fixed order.
+        for name in dict.fromkeys(frames):
             inclusive[name] += count
     return Summary(total, idle, inclusive.most_common(top), self_time.most_common(top))
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,3 +107,27 @@ def test_the_connectors_http_transport_and_record_writes_have_their_own_rows(
     assert shares["HTTP responses and request bodies (aiohttp)"] == pytest.approx(40.0)
     assert shares["Kafka record writes (RecordWriter)"] == pytest.approx(20.0)
     assert shares["other (faust and asyncio machinery)"] == pytest.approx(40.0)
+
+
+def test_tied_functions_keep_their_stack_order_whatever_the_hash_seed(tmp_path: Path) -> None:
+    # Six functions on one stack, all with the same count: a tie the summary must order
+    # the same way in every process (a re-rendered report must not reshuffle its rows).
+    names = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
+    path = tmp_path / "tied-py-spy.txt"
+    path.write_text(";".join(f"{n} (m.py:{i})" for i, n in enumerate(names)) + " 5\n")
+    script = (
+        "import sys; from pathlib import Path; from bench.profile_report import summarize; "
+        "print([n for n, _ in summarize(Path(sys.argv[1])).inclusive])"
+    )
+    orders = {
+        subprocess.run(
+            [sys.executable, "-c", script, str(path)],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            cwd=Path(__file__).resolve().parents[2],  # the repository, where bench is
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(8)
+    }
+    assert orders == {f"{[f'{n} (m.py)' for n in names]}\n"}
