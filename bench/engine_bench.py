@@ -356,8 +356,9 @@ async def run(broker: Broker, cfg: EngineConfig, log_dir: Path) -> dict[str, Any
                     batched=True,
                 )
             )
-        # The worker's record path alone, on an idle broker: with the batched loop's I/O, the
-        # most this design can make here however cheap faust, the flush and the producer.
+        # The worker's record path alone, on an idle broker: with the batched loop's I/O
+        # (so only where that loop ran), the most this design can make here however cheap
+        # faust, the flush and the producer.
         core = [
             await core_path(cfg.root, min(CORE_PROFILES, cfg.profiles), cfg.timeout)
             for _ in range(cfg.runs if cfg.fanout > 1 else 0)

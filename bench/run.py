@@ -316,7 +316,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
             "of the caps"
             + (
                 f"; the connector and sandbox alone need {need:.2f} cores at the caps"
-                if need
+                if need is not None
                 else ""
             )
             + ")"
@@ -526,21 +526,29 @@ def _engine_section(e: dict[str, Any] | None, plan: Plan) -> list[str]:
     return out
 
 
-def engine_ceiling(e: dict[str, Any]) -> float | None:
-    """The events/s the record path and the batched loop's I/O allow one process; None
-    for a run without both."""
+def _ceiling_parts(e: dict[str, Any]) -> tuple[float, float] | None:
+    """The record path's µs and the batched loop's CPU ms per event; None for a run
+    without both."""
     path = e.get("core_path_us")
     io_cpu = engine_bench.median_of(e.get("baseline_batched") or [], "cpu_per_event_ms")
     if path is None or io_cpu is None:
         return None
-    return engine_bench.ceiling(path, io_cpu)
+    return path, io_cpu
+
+
+def engine_ceiling(e: dict[str, Any]) -> float | None:
+    """The events/s the record path and the batched loop's I/O allow one process; None
+    for a run without both."""
+    parts = _ceiling_parts(e)
+    return engine_bench.ceiling(*parts) if parts is not None else None
 
 
 def _ceiling_lines(e: dict[str, Any]) -> list[str]:
-    most = engine_ceiling(e)
-    if most is None:
+    parts = _ceiling_parts(e)
+    if parts is None:
         return []
-    io_cpu = engine_bench.median_of(e["baseline_batched"], "cpu_per_event_ms") or 0.0
+    io_cpu = parts[1]
+    most = engine_bench.ceiling(*parts)
     runs = " / ".join(f"{c['runtime_total']:.0f}" for c in e["core"])
     half = 1e6 / (0.5 * e["baseline_per_second"])
     return [
