@@ -39,6 +39,23 @@ class BenchError(RuntimeError):
     """A benchmark could not produce its figure; the message says what went wrong."""
 
 
+async def json_result(args: list[str], timeout: float, what: str, **options: Any) -> dict[str, Any]:
+    """Run `args` (a bench program) to its end; its last stdout line, a JSON object."""
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, **options
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise BenchError(f"{what} did not finish in time") from None
+    if proc.returncode != 0:
+        raise BenchError(f"{what} failed: {err.decode()[-2000:]}")
+    result: dict[str, Any] = orjson.loads(out.splitlines()[-1])
+    return result
+
+
 # --- the broker ----------------------------------------------------------------------
 
 

@@ -9,7 +9,6 @@ the ceiling of HTTP on loopback on this machine, without Kafka or the connector.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import time
@@ -18,18 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from bench.common import (
     PHONE_NUMBER_IDS,
     ROOT,
     SANDBOX_TOKEN,
-    BenchError,
     BenchStack,
     Broker,
     OffsetWatch,
     Process,
     Sandbox,
+    json_result,
     machine_busy_seconds,
     preload,
     received_at,
@@ -71,17 +68,12 @@ async def bare_http(log_dir: Path, calls: int) -> dict[str, Any]:
         args += ["--calls", str(calls)]
         for number in PHONE_NUMBER_IDS:
             args += ["--number", number]
-        proc = await asyncio.create_subprocess_exec(
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        return await json_result(
+            args,
+            300,
+            "the bare HTTP client",
             env={**os.environ, "WA_SANDBOX_TOKEN": SANDBOX_TOKEN},
         )
-        out, err = await asyncio.wait_for(proc.communicate(), 300)
-        if proc.returncode != 0:
-            raise BenchError(f"bare HTTP client failed: {err.decode()[-2000:]}")
-        result: dict[str, Any] = orjson.loads(out.splitlines()[-1])
-        return result
     finally:
         sandbox.stop()
 

@@ -8,7 +8,6 @@ and its tick), a condition on the profile, a WhatsApp step (a SendRequest), end.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -17,8 +16,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 from bench.common import (
     ROOT,
@@ -29,6 +26,7 @@ from bench.common import (
     Process,
     deploy,
     edge_timestamps,
+    json_result,
     median,
     now_iso,
     preload,
@@ -129,18 +127,7 @@ async def bare_client(
         str(fanout),
         *(["--batched"] if batched else []),
     ]
-    proc = await asyncio.create_subprocess_exec(
-        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout + 30)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise BenchError("the bare client did not finish in time") from None
-    if proc.returncode != 0:
-        raise BenchError(f"bare client failed: {err.decode()[-2000:]}")
-    result: dict[str, Any] = orjson.loads(out.splitlines()[-1])
+    result = await json_result(args, timeout + 30, "the bare client")
     if result["records"] < count:
         raise BenchError(f"bare client read {result['records']} of {count} records")
     return result
@@ -149,26 +136,13 @@ async def bare_client(
 async def core_path(root: Path, profiles: int, timeout: float) -> dict[str, Any]:
     """`bench/core_bench.py` on the tree at `root`: µs per profile of the pure core (`total`)
     and of the worker's record path without Kafka or faust (`runtime_total`)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
+    result = await json_result(
+        [sys.executable, "-m", "bench.core_bench", "--profiles", str(profiles)],
+        timeout,
         "bench.core_bench",
-        "--profiles",
-        str(profiles),
         cwd=root,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise BenchError("bench.core_bench did not finish in time") from None
-    if proc.returncode != 0:
-        raise BenchError(f"bench.core_bench failed: {err.decode()[-2000:]}")
-    result: dict[str, Any] = orjson.loads(out.splitlines()[-1])
     if "runtime_total" not in result:
         raise BenchError(f"bench.core_bench measured no record path: {result}")
     return result
