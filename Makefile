@@ -72,7 +72,7 @@ kafka-down:
 	@deploy/kafka/stop
 
 run: install
-	@$(BIN)/python -m engine.demo
+	@$(BIN)/python -m engine.cli.demo
 
 bench: install
 	@$(BIN)/python -m bench.run

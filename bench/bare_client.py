@@ -5,7 +5,7 @@ Run as a subprocess (like the worker) so both get a process of their own:
 [--fanout K [--batched]]`. With `--fanout K` each event read is written K times (one
 record per `send()`, as many records as the journey's event makes), the I/O shape of the
 engine without any of its work. `--batched` writes them as the engine does instead: each
-poll's records grouped per partition into whole batches (`engine/produce.py`), the
+poll's records grouped per partition into whole batches (`engine/streaming/produce.py`), the
 cheapest way this client has to write them. Prints one JSON line: records, seconds from
 the first record read to the last commit, and the process's CPU seconds in that time.
 """
@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from engine.produce import produce_batched
+from engine.streaming.produce import produce_batched
 
 
 async def consume_parse_produce(

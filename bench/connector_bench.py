@@ -187,7 +187,7 @@ async def scale_out(
 
 
 async def run(broker: Broker, cfg: ConnectorConfig, log_dir: Path) -> dict[str, Any]:
-    from engine.topics import ensure_topics
+    from engine.streaming.topics import ensure_topics
 
     stack = BenchStack(broker.bootstrap, "connector")
     settings = stack.settings

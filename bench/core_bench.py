@@ -36,8 +36,8 @@ from bench.engine_bench import journey
 
 
 def _deployment(wait: str) -> Any:
-    from engine.loader import parse_journey
-    from engine.registry import next_deployment
+    from engine.core.loader import parse_journey
+    from engine.streaming.registry import next_deployment
 
     deployment = next_deployment(parse_journey(journey(wait), "<bench>"), None, source="bench")
     assert deployment is not None
@@ -45,7 +45,7 @@ def _deployment(wait: str) -> Any:
 
 
 def _catalog(wait: str) -> Any:
-    from engine.catalog import JourneyCatalog
+    from engine.core.catalog import JourneyCatalog
 
     catalog = JourneyCatalog()
     catalog.apply(_deployment(wait))
@@ -63,8 +63,8 @@ def _effects_json(effects: Any) -> list[bytes]:
 
 
 def measure(profiles: int) -> dict[str, float]:
-    from engine.interpreter import apply_event, apply_timers, new_profile_state
-    from engine.runtime import state_from_bytes, state_to_bytes
+    from engine.core.interpreter import apply_event, apply_timers, new_profile_state
+    from engine.worker.runtime import state_from_bytes, state_to_bytes
     from schemas.events import ProfileEvent
 
     catalog = _catalog("1s")
@@ -129,7 +129,7 @@ class _Record:
 
 def _runtime(data_dir: Path) -> Any:
     """An engine worker's runtime, never started, with the benchmark journey deployed."""
-    from engine.app import create_app
+    from engine.streaming.app import create_app
     from schemas.settings import Settings
 
     settings = Settings(data_dir=data_dir, app_id="core-bench")
@@ -142,7 +142,7 @@ def _runtime(data_dir: Path) -> Any:
 def measure_runtime(runtime: Any, profiles: int, run: str, first: int) -> dict[str, float]:
     """Profiles `first` to `first + profiles`: numbers from another range than the pure
     core's, so each phone number is new to the process, as it is in the worker."""
-    from engine.runtime import BATCH_MAX, _Pending, state_record
+    from engine.worker.runtime import BATCH_MAX, _Pending, state_record
 
     def store(pending: Any) -> None:
         stored = [(pid.encode(), *state_record(st)) for pid, (_, st) in pending.states.items()]
@@ -211,16 +211,16 @@ def main() -> None:
     else:
         result = measure(args.profiles)
     try:
-        import engine.runtime
-        from engine.gctuning import tune_gc
+        import engine.worker.runtime
+        from engine.worker.gctuning import tune_gc
 
-        engine.runtime.state_record  # noqa: B018 (a tree from before it has no such path)
+        engine.worker.runtime.state_record  # noqa: B018 (a tree from before it has no such path)
     except (ImportError, AttributeError):
         pass
     else:
         with tempfile.TemporaryDirectory() as tmp:
             runtime = _runtime(Path(tmp))
-            # The worker's collector settings (engine/app.py): a batch's states outlive
+            # The worker's collector settings (engine/streaming/app.py): a batch's states outlive
             # many young collections, which at Python's defaults cost a third of this path.
             tune_gc()
             # Phone numbers cycle every 10,000,000 profiles (bench/common.py).

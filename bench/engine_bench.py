@@ -254,7 +254,7 @@ async def run(broker: Broker, cfg: EngineConfig, log_dir: Path) -> dict[str, Any
     base = BenchStack(broker.bootstrap, "engine")
     settings = base.settings
     try:
-        from engine.topics import ensure_topics
+        from engine.streaming.topics import ensure_topics
 
         await ensure_topics(settings)
         stamp = now_iso()

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from engine.report import ReportBuilder, read_report
+from engine.reporting.report import ReportBuilder, read_report
 from schemas.messages import DeliveryEvent
 from schemas.settings import Settings
 

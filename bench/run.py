@@ -436,7 +436,7 @@ def _engine_section(e: dict[str, Any] | None, plan: Plan) -> list[str]:
         "journey does (`--fanout`, one `send()` each): the I/O of this design through the "
         "plain client, with none of the engine's work. A third writes the same records in "
         "whole batches per partition, as the engine writes (`--batched`, "
-        "`engine/produce.py`): the cheapest I/O this design has, so the engine's CPU per "
+        "`engine/streaming/produce.py`): the cheapest I/O this design has, so the engine's CPU per "
         "event beyond that loop's is the engine's own work.",
         "",
     ]
@@ -801,7 +801,7 @@ def _profile_section(
         (name, n)
         for name, n in summary.inclusive
         if any(p in name for p in code)
-        and not any(p in name for p in ("engine/cli.py", "engine/app.py", "._agent"))
+        and not any(p in name for p in ("engine/cli/main.py", "engine/streaming/app.py", "._agent"))
     ][:15]
     if ours:
         out += ["", "| project and library functions (inclusive) | share |", "| --- | --- |"]

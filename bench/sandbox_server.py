@@ -17,7 +17,7 @@ import signal
 import structlog
 
 from connectors.whatsapp.sandbox import SandboxConfig, Template, run_sandbox
-from engine.gctuning import tune_gc
+from engine.worker.gctuning import tune_gc
 
 TEMPLATES = (
     Template(

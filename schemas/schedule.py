@@ -1,6 +1,6 @@
 """When an audience is read: `now` (on deploy), once `at` a time, or `every` day, week or month.
 
-Shared by campaigns and by journeys that enter by audience; engine/schedule.py computes the
+Shared by campaigns and by journeys that enter by audience; engine/campaigns/schedule.py computes the
 occurrences (time zones and daylight-saving changes included).
 """
 

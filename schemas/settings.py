@@ -61,7 +61,7 @@ class Settings(BaseSettings):
         default=10.0, ge=6, description="how soon a dead worker's partitions move to another"
     )
     # For steady processing; while a new assignment's tables recover, the worker fetches
-    # with faust's own 1,500 ms (engine/app.py, SeekingConsumer).
+    # with faust's own 1,500 ms (engine/streaming/app.py, SeekingConsumer).
     kafka_fetch_max_wait_ms: int = Field(
         default=50,
         ge=1,
@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     )
     # Records sent one at a time (the WhatsApp connector's markers, accepted ids and delivery
     # events) wait this long for company before going out; the engine's record batches are
-    # sent whole at once (engine/produce.py).
+    # sent whole at once (engine/streaming/produce.py).
     kafka_producer_linger_ms: int = Field(
         default=5,
         ge=0,

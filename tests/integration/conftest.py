@@ -29,7 +29,7 @@ from pydantic import SecretStr
 
 from connectors.whatsapp.sandbox import STATE, SandboxConfig, SandboxState, Template, build_app
 from connectors.whatsapp.webhook import RECEIVER, WebhookReceiver, build_webhook_app, new_producer
-from engine.topics import TopicSpec, ensure_topics
+from engine.streaming.topics import TopicSpec, ensure_topics
 from schemas.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

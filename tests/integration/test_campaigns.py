@@ -24,10 +24,10 @@ import orjson
 import pytest
 from aiokafka.partitioner import murmur2
 
-from engine.campaigns import next_campaign_deployment, read_runs
-from engine.loader import parse_campaign, parse_journey
-from engine.registry import next_deployment, publish_deployments, read_deployments
-from engine.topics import ensure_topics
+from engine.campaigns.audience import next_campaign_deployment, read_runs
+from engine.core.loader import parse_campaign, parse_journey
+from engine.streaming.registry import next_deployment, publish_deployments, read_deployments
+from engine.streaming.topics import ensure_topics
 from tests.support.kafka import ROOT, Stack, Worker, collect, produce, profile_event
 
 pytestmark = pytest.mark.integration
@@ -82,7 +82,7 @@ class WebWorker(Worker):
         }
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "worker", "--role", "engine"],
+            [sys.executable, "-m", "engine.cli.main", "worker", "--role", "engine"],
             env=env,
             cwd=ROOT,
             stdout=self._log,
@@ -112,7 +112,7 @@ def workers(tmp_path: Path):
 
 def campaign_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "engine.campaign_cli", *args],
+        [sys.executable, "-m", "engine.cli.campaign", *args],
         env={**os.environ, **stack.env},
         cwd=ROOT,
         capture_output=True,

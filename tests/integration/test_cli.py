@@ -1,6 +1,6 @@
 """`journeyctl` through its real entry point, on the real broker: output and exit codes.
 
-Each test runs `python -m engine.cli ...` in a subprocess with its own topics (Stack), so
+Each test runs `python -m engine.cli.main ...` in a subprocess with its own topics (Stack), so
 what an operator types is what is checked: the lines printed, the messages on stderr,
 and the exit code (0 ok, 1 invalid input, 2 cannot reach Kafka, 3 not found).
 """
@@ -59,7 +59,7 @@ class Cli:
     def __call__(self, *args: str, timeout: float = CLI_TIMEOUT, **env: str) -> Result:
         started = time.monotonic()
         done = subprocess.run(
-            [sys.executable, "-m", "engine.cli", *args],
+            [sys.executable, "-m", "engine.cli.main", *args],
             env={**self.env, **env},
             cwd=ROOT,
             capture_output=True,
@@ -547,7 +547,7 @@ def test_webhook_on_a_fresh_cluster_serves_with_topics_laid_out_right(
     # topics. It reads profile-phones (compacted) and delivery-events (TOPIC_PARTITIONS).
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "webhook", "--port", str(port)],
+        [sys.executable, "-m", "engine.cli.main", "webhook", "--port", str(port)],
         env={**cli.env, "WHATSAPP_APP_SECRET": "test-app-secret"},
         cwd=ROOT,
         stdout=subprocess.PIPE,

@@ -1,6 +1,6 @@
 """`make run`'s demo end to end on the test broker: its summary agrees with what happened.
 
-`python -m engine.demo` runs with KAFKA_BOOTSTRAP_SERVERS set, so it uses the session's
+`python -m engine.cli.demo` runs with KAFKA_BOOTSTRAP_SERVERS set, so it uses the session's
 broker instead of starting one; this test's own topics and consumer group (Stack), and
 free ports for the sandbox, the webhook receiver and the worker's web server, keep it
 apart from a demo or a test running beside it. The summary it prints is checked against
@@ -27,7 +27,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from engine.registry import assign_all
+from engine.streaming.registry import assign_all
 from tests.support.kafka import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -81,7 +81,7 @@ def _children(pid: int) -> set[int]:
 
 def _is_service(pid: int) -> bool:
     try:
-        return b"engine.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"engine.cli.main" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 
@@ -99,7 +99,7 @@ def run_demo(env: dict[str, str], log: Path) -> DemoRun:
     services: set[int] = set()
     with log.open("wb") as out:
         demo = subprocess.Popen(
-            [sys.executable, "-m", "engine.demo"],
+            [sys.executable, "-m", "engine.cli.demo"],
             env=env,
             cwd=ROOT,
             stdout=out,
@@ -175,7 +175,7 @@ def demo_env(kafka_bootstrap: str, unique: str, tmp_path: Path) -> dict[str, str
     return {
         **base,
         **Stack(kafka_bootstrap, unique).env,
-        # Overrides proposed for engine.demo: until it reads them it listens on 8070 and
+        # Overrides proposed for engine.cli.demo: until it reads them it listens on 8070 and
         # 8080 and logs to the repository's .demo/ (the test skips if those ports are busy).
         "DEMO_SANDBOX_PORT": str(sandbox_port),
         "DEMO_WEBHOOK_PORT": str(webhook_port),
@@ -190,11 +190,11 @@ def demo_env(kafka_bootstrap: str, unique: str, tmp_path: Path) -> dict[str, str
 def test_demo_runs_its_journeys_and_its_summary_matches_the_record(
     demo_env: dict[str, str], tmp_path: Path
 ) -> None:
-    if "DEMO_SANDBOX_PORT" not in (ROOT / "engine/demo.py").read_text(encoding="utf-8"):
-        # This engine.demo listens on fixed ports: another demo there would take its traffic.
+    if "DEMO_SANDBOX_PORT" not in (ROOT / "engine/cli/demo.py").read_text(encoding="utf-8"):
+        # This engine.cli.demo listens on fixed ports: another demo there would take its traffic.
         busy = [p for p in (8070, 8080) if _port_in_use(p)]
         if busy:
-            pytest.skip(f"engine.demo's fixed ports {busy} are in use by another process")
+            pytest.skip(f"engine.cli.demo's fixed ports {busy} are in use by another process")
 
     demo = run_demo(demo_env, tmp_path / "demo-output.txt")
 

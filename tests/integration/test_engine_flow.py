@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from engine.loader import parse_journey
-from engine.registry import next_deployment, publish_deployments
-from engine.topics import ensure_topics
+from engine.core.loader import parse_journey
+from engine.streaming.registry import next_deployment, publish_deployments
+from engine.streaming.topics import ensure_topics
 from tests.support.kafka import Stack, Worker, collect, produce, profile_event
 
 pytestmark = pytest.mark.integration
@@ -217,7 +217,7 @@ async def test_two_workers_share_partitions_and_one_stopping_loses_nothing(
 
 
 async def set_status(stack: Stack, journey_id: str, status: str) -> None:
-    from engine.registry import read_deployments, with_status
+    from engine.streaming.registry import read_deployments, with_status
 
     current = await read_deployments(stack.settings)
     await publish_deployments(stack.settings, [with_status(current[journey_id], status)])  # type: ignore[arg-type]
@@ -266,7 +266,7 @@ async def test_live_instances_keep_their_version(stack: Stack, workers: Any) -> 
     v2 = WELCOME.replace("WAIT", "1s").replace(
         "template: welcome, language: es", "template: cart_reminder, language: es"
     )
-    from engine.registry import read_deployments
+    from engine.streaming.registry import read_deployments
 
     current = await read_deployments(stack.settings)
     dep = next_deployment(parse_journey(v2), current["welcome"])

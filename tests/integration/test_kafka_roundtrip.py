@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
-from engine.topics import TopicSpec, ensure_topics
+from engine.streaming.topics import TopicSpec, ensure_topics
 from schemas import ProfileEvent
 from schemas.settings import Settings
 

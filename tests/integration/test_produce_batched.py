@@ -1,4 +1,4 @@
-"""engine.produce: records land on the partition aiokafka's send() would choose, all of them."""
+"""engine.streaming.produce: records land on the partition aiokafka's send() would choose, all of them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from engine.produce import produce_batched
+from engine.streaming.produce import produce_batched
 
 pytestmark = pytest.mark.integration
 

@@ -19,9 +19,9 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
-from engine.loader import parse_journey
-from engine.registry import next_deployment, publish_deployments
-from engine.topics import TopicSpec, ensure_topics
+from engine.core.loader import parse_journey
+from engine.streaming.registry import next_deployment, publish_deployments
+from engine.streaming.topics import TopicSpec, ensure_topics
 from tests.support.kafka import ROOT, Stack
 
 pytestmark = pytest.mark.integration
@@ -187,7 +187,7 @@ async def stack(kafka_bootstrap: str) -> AsyncIterator[Stack]:
 
 def journeyctl(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", "report", *args],
+        [sys.executable, "-m", "engine.cli.main", "report", *args],
         env={**os.environ, **stack.env},
         cwd=ROOT,
         capture_output=True,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from engine.topics import ensure_topics
+from engine.streaming.topics import ensure_topics
 from schemas.messages import RenderedParameters, SendRequest
 from tests.reliability.conftest import OpenTail, StartReceiver, StartSandbox, StartWorker
 from tests.reliability.support import (

@@ -23,8 +23,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from activities.expressions import ExpressionError, evaluate
-from engine.app import _broker_credentials
-from engine.loader import JourneyValidationError, parse_journey
+from engine.core.loader import JourneyValidationError, parse_journey
+from engine.streaming.app import _broker_credentials
 from schemas.common import compile_expression
 from schemas.settings import Settings
 from tests.reliability.conftest import StartWorker
@@ -166,7 +166,7 @@ class Process:
         self.log = log
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "engine.cli", *args],
+                [sys.executable, "-m", "engine.cli.main", *args],
                 env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
                 cwd=ROOT,
                 stdout=out,

@@ -10,15 +10,15 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine.catalog import JourneyCatalog
-from engine.interpreter import (
+from engine.core.catalog import JourneyCatalog
+from engine.core.interpreter import (
     Effects,
     ProcessResult,
     apply_event,
     apply_timers,
     new_profile_state,
 )
-from engine.loader import parse_journey
+from engine.core.loader import parse_journey
 from schemas.common import parse_duration
 from schemas.deployment import JourneyDeployment, JourneyStatus
 from schemas.events import ProfileEvent

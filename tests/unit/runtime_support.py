@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.app import create_app
-from engine.runtime import EngineRuntime
+from engine.streaming.app import create_app
+from engine.worker.runtime import EngineRuntime
 from schemas.settings import Settings
 
 from . import deployment

@@ -31,7 +31,7 @@ from activities import (
     whatsapp,
 )
 from activities.expressions import projection_of
-from engine.loader import parse_journey
+from engine.core.loader import parse_journey
 from schemas.common import compile_expression
 from schemas.journey import (
     Activity,

@@ -14,10 +14,10 @@ import pytest
 from faust.exceptions import NotReady
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from engine import app as app_module
-from engine.app import RECOVERY_FETCH_MAX_WAIT_MS, ShortFetchThread, create_app
-from engine.gctuning import GC_YOUNG_THRESHOLD, tune_gc
-from engine.runtime import EngineRuntime, FlushFailed
+from engine.streaming import app as app_module
+from engine.streaming.app import RECOVERY_FETCH_MAX_WAIT_MS, ShortFetchThread, create_app
+from engine.worker.gctuning import GC_YOUNG_THRESHOLD, tune_gc
+from engine.worker.runtime import EngineRuntime, FlushFailed
 from schemas.settings import Settings
 
 

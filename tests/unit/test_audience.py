@@ -10,10 +10,10 @@ from typing import Any
 import orjson
 import pytest
 
-from engine.graph import to_mermaid
-from engine.interpreter import AudienceFilter, apply_audience, new_profile_state
-from engine.loader import JourneyValidationError, parse_journey
-from engine.runtime import state_to_bytes
+from engine.core.graph import to_mermaid
+from engine.core.interpreter import AudienceFilter, apply_audience, new_profile_state
+from engine.core.loader import JourneyValidationError, parse_journey
+from engine.worker.runtime import state_to_bytes
 from schemas.campaign import AudienceTick
 
 from . import ANA, T0, Profile, at, catalog_of, steps

@@ -11,17 +11,14 @@ from typing import Any
 import orjson
 import pytest
 
-from engine.campaigns import (
+from engine.campaigns.audience import (
     RunRegistry,
     next_campaign_deployment,
     plan_trigger,
     tick_value,
     trigger_refusal,
 )
-from engine.catalog import JourneyCatalog, compile_journey
-from engine.interpreter import apply_audience
-from engine.loader import JourneyValidationError, load_campaign, parse_campaign, parse_journey
-from engine.schedule import (
+from engine.campaigns.schedule import (
     describe,
     due_run,
     latest_occurrence,
@@ -29,6 +26,9 @@ from engine.schedule import (
     one_off_time,
     run_id_at,
 )
+from engine.core.catalog import JourneyCatalog, compile_journey
+from engine.core.interpreter import apply_audience
+from engine.core.loader import JourneyValidationError, load_campaign, parse_campaign, parse_journey
 from schemas.campaign import AudienceTick, CampaignRun, RunProgress, TriggerRequest
 from schemas.deployment import JourneyDeployment, JourneyStatus
 from schemas.schedule import Schedule

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from engine.catalog import CompiledJourney, DeploymentRejected, JourneyCatalog
+from engine.core.catalog import CompiledJourney, DeploymentRejected, JourneyCatalog
 from schemas.deployment import JourneyDeployment
 
 from . import T0, at, deployment

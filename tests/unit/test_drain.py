@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from engine.drain import drain_messages, start
+from engine.streaming.drain import drain_messages, start
 
 
 async def test_a_coroutine_that_never_waits_finishes_inline() -> None:

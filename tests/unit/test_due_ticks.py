@@ -14,9 +14,9 @@ from typing import Any, cast
 import orjson
 import pytest
 
-import engine.runtime as runtime_module
-from engine.interpreter import apply_event, new_profile_state
-from engine.runtime import DUE_TICK_MAX, EngineRuntime, _Pending
+import engine.worker.runtime as runtime_module
+from engine.core.interpreter import apply_event, new_profile_state
+from engine.worker.runtime import DUE_TICK_MAX, EngineRuntime, _Pending
 
 from . import ANA, at, event
 from .runtime_support import Event, Message, engine_runtime

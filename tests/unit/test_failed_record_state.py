@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-import engine.interpreter as interpreter_module
-from engine.runtime import EngineRuntime, _Pending, state_to_bytes
+import engine.core.interpreter as interpreter_module
+from engine.worker.runtime import EngineRuntime, _Pending, state_to_bytes
 
 from . import ANA, at, event
 from .runtime_support import Event, Message, engine_runtime

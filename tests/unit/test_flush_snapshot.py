@@ -21,8 +21,8 @@ import orjson
 import pytest
 from aiokafka.structs import TopicPartition
 
-import engine.runtime as runtime_module
-from engine.runtime import EngineRuntime
+import engine.worker.runtime as runtime_module
+from engine.worker.runtime import EngineRuntime
 
 from . import ANA, at, event
 from .runtime_support import Event, Message, engine_runtime

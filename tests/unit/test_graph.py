@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from engine.graph import to_mermaid
-from engine.loader import parse_journey
+from engine.core.graph import to_mermaid
+from engine.core.loader import parse_journey
 
 EVERY_KIND = """
 id: all-kinds

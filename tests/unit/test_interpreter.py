@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from engine.interpreter import (
+from engine.core.interpreter import (
     apply_event,
     apply_timers,
     check_event_time,

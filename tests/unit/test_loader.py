@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.loader import JourneyValidationError, load_journey, parse_journey
+from engine.core.loader import JourneyValidationError, load_journey, parse_journey
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "journeys"
 

@@ -1,4 +1,4 @@
-"""engine.produce without a broker: what it hands aiokafka's producer."""
+"""engine.streaming.produce without a broker: what it hands aiokafka's producer."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine import produce
-from engine.produce import key_hash, murmur2, produce_counted
+from engine.streaming import produce
+from engine.streaming.produce import key_hash, murmur2, produce_counted
 
 
 class FakeProducer:

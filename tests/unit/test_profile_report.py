@@ -51,17 +51,17 @@ def test_summary_counts_inclusive_and_self_samples(raw: Path) -> None:
 ENGINE_RAW = "\n".join(
     [
         "_run_module_as_main (<frozen runpy>:1);_run_once (asyncio/base_events.py:1);"
-        "EngineRuntime._agent (engine/runtime.py:2);EngineRuntime._process_record "
-        "(engine/runtime.py:3) 50",
-        "_run_module_as_main (<frozen runpy>:1);EngineRuntime.flush (engine/runtime.py:4);"
-        "EngineRuntime._flush_locked (engine/runtime.py:5);"
-        "EngineRuntime._flush_locked.<locals>.<listcomp> (engine/runtime.py:6);"
-        "state_record (engine/runtime.py:7) 20",
-        "_run_module_as_main (<frozen runpy>:1);EngineRuntime.flush (engine/runtime.py:4);"
-        "EngineRuntime._flush_locked (engine/runtime.py:5);produce_batched "
-        "(engine/produce.py:8) 10",
+        "EngineRuntime._agent (engine/worker/runtime.py:2);EngineRuntime._process_record "
+        "(engine/worker/runtime.py:3) 50",
+        "_run_module_as_main (<frozen runpy>:1);EngineRuntime.flush (engine/worker/runtime.py:4);"
+        "EngineRuntime._flush_locked (engine/worker/runtime.py:5);"
+        "EngineRuntime._flush_locked.<locals>.<listcomp> (engine/worker/runtime.py:6);"
+        "state_record (engine/worker/runtime.py:7) 20",
+        "_run_module_as_main (<frozen runpy>:1);EngineRuntime.flush (engine/worker/runtime.py:4);"
+        "EngineRuntime._flush_locked (engine/worker/runtime.py:5);produce_batched "
+        "(engine/streaming/produce.py:8) 10",
         "_run_module_as_main (<frozen runpy>:1);SeekingConsumer._drain_messages "
-        "(engine/app.py:9);drain_messages (engine/drain.py:10) 20",
+        "(engine/streaming/app.py:9);drain_messages (engine/streaming/drain.py:10) 20",
         "Thread._bootstrap (threading.py:1);WorkerThread.run (mode/threads.py:2);"
         "pthread_cond_timedwait 100",
     ]

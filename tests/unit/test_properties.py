@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.interpreter import (
+from engine.core.interpreter import (
     ProcessResult,
     apply_event,
     apply_timers,

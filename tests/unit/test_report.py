@@ -12,8 +12,9 @@ import orjson
 import pytest
 from rich.console import Console
 
-from engine.loader import parse_journey
-from engine.report import (
+from engine.cli.report import parse_moment
+from engine.core.loader import parse_journey
+from engine.reporting.report import (
     CSV_COLUMNS,
     ReportBuilder,
     aggregate,
@@ -23,7 +24,6 @@ from engine.report import (
     to_html,
     to_json,
 )
-from engine.report_cli import parse_moment
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 

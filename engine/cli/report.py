@@ -1,6 +1,6 @@
 """`journeyctl report`: funnel, delivery and conversion figures per journey, version and activity.
 
-engine/cli.py adds it with `main.add_command(report_command)`; exit codes are engine.cli's.
+engine/cli/main.py adds it with `main.add_command(report_command)`; exit codes are engine.cli.main's.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import IO
 import click
 from rich.console import Console
 
-from engine.report import (
+from engine.reporting.report import (
     Report,
     ReportTimeoutError,
     read_report,
@@ -52,7 +52,7 @@ async def _gather(
     report = await read_report(settings, since, until, timeout, journeys or None)
     if not with_definitions:
         return report, {}
-    from engine.registry import read_deployments
+    from engine.streaming.registry import read_deployments
 
     # Only the deployed version's diagram is known; older versions get the funnel only.
     deployed = await read_deployments(settings)
@@ -99,7 +99,7 @@ def report_command(
     conversions, split paths, median and p90 time to deliver and to read."""
     from aiokafka.errors import KafkaConnectionError, KafkaError
 
-    from engine.cli import EXIT_FAILURE, EXIT_INVALID, EXIT_KAFKA, _fail, _settings
+    from engine.cli.main import EXIT_FAILURE, EXIT_INVALID, EXIT_KAFKA, _fail, _settings
 
     # Checked by hand, not click.Choice: click's usage errors exit 2, which here means Kafka.
     if fmt not in FORMATS:

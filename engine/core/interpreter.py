@@ -76,7 +76,7 @@ from activities import wait as wait_activity
 from activities import wait_for_event as wait_for_event_activity
 from activities import whatsapp as whatsapp_activity
 from activities.expressions import ExpressionError
-from engine.catalog import CompiledJourney, JourneyCatalog
+from engine.core.catalog import CompiledJourney, JourneyCatalog
 from schemas.campaign import AudienceTick
 from schemas.common import construct, format_duration
 from schemas.events import ProfileEvent

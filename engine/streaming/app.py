@@ -14,11 +14,11 @@ from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from engine.campaigns import register_trigger_api
-from engine.drain import drain_messages
-from engine.gctuning import tune_gc
-from engine.runtime import EngineRuntime, EngineTopics
-from engine.topics import ensure_topics
+from engine.campaigns.audience import register_trigger_api
+from engine.streaming.drain import drain_messages
+from engine.streaming.topics import ensure_topics
+from engine.worker.gctuning import tune_gc
+from engine.worker.runtime import EngineRuntime, EngineTopics
 from schemas.settings import Settings
 
 ROLES = frozenset({"engine", "whatsapp", "http"})

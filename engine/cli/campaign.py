@@ -17,17 +17,17 @@ import click
 import orjson
 from pydantic import ValidationError
 
-from engine.loader import JourneyValidationError, load_campaign
+from engine.core.loader import JourneyValidationError, load_campaign
 from schemas.campaign import CampaignDefinition, CampaignRun, TriggerRequest
 from schemas.deployment import JourneyDeployment
 
 if TYPE_CHECKING:
-    from engine.campaigns import RunRegistry
+    from engine.campaigns.audience import RunRegistry
 
 
 def _cli() -> ModuleType:
-    # engine.cli adds this group to `journeyctl`, so it is imported when it is used.
-    from engine import cli
+    # engine.cli.main adds this group to `journeyctl`, so it is imported when it is used.
+    import engine.cli.main as cli
 
     return cli
 
@@ -66,7 +66,7 @@ def campaign_group() -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 def validate(files: tuple[str, ...]) -> None:
     """Check campaign YAML files; print FILE:LINE:COLUMN: field: message for each problem."""
-    from engine.schedule import describe
+    from engine.campaigns.schedule import describe
 
     for f, campaign in _load_all(files):
         click.echo(f"ok  {f}  ({campaign.id}, {describe(campaign.schedule)})")
@@ -80,10 +80,10 @@ def deploy(files: tuple[str, ...], deployed_by: str | None) -> None:
 
     Deploying a cancelled campaign again makes it active again.
     """
-    from engine.campaigns import next_campaign_deployment
-    from engine.registry import publish_deployments, read_deployments
-    from engine.schedule import describe, next_occurrence, one_off_time
-    from engine.topics import ensure_topics
+    from engine.campaigns.audience import next_campaign_deployment
+    from engine.campaigns.schedule import describe, next_occurrence, one_off_time
+    from engine.streaming.registry import publish_deployments, read_deployments
+    from engine.streaming.topics import ensure_topics
 
     cli = _cli()
     settings = cli._settings()
@@ -130,9 +130,9 @@ def deploy(files: tuple[str, ...], deployed_by: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON, with every run")
 def list_(as_json: bool) -> None:
     """List deployed campaigns: status, schedule, next run and runs so far."""
-    from engine.campaigns import read_runs
-    from engine.registry import read_deployments
-    from engine.schedule import describe, next_occurrence
+    from engine.campaigns.audience import read_runs
+    from engine.campaigns.schedule import describe, next_occurrence
+    from engine.streaming.registry import read_deployments
 
     cli = _cli()
     settings = cli._settings()
@@ -217,8 +217,8 @@ def trigger(
     context_json: str | None,
 ) -> None:
     """Start a run of a campaign: its whole audience, or the profiles named."""
-    from engine.campaigns import plan_trigger, publish_run, read_runs, trigger_refusal
-    from engine.registry import read_deployments
+    from engine.campaigns.audience import plan_trigger, publish_run, read_runs, trigger_refusal
+    from engine.streaming.registry import read_deployments
 
     cli = _cli()
     settings = cli._settings()
@@ -265,8 +265,8 @@ def cancel(campaign_id: str, run_id: str | None) -> None:
 
     Workers stop fanning the run out, and work already queued for it is skipped.
     """
-    from engine.campaigns import publish_run, read_runs
-    from engine.registry import publish_deployments, read_deployments, with_status
+    from engine.campaigns.audience import publish_run, read_runs
+    from engine.streaming.registry import publish_deployments, read_deployments, with_status
 
     cli = _cli()
     settings = cli._settings()

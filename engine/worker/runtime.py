@@ -4,7 +4,7 @@ The agent reads three co-partitioned topics keyed by profile id (profile events,
 timer ticks, delivery events), keeps each profile's state in one changelog-backed
 table, and turns the interpreter's effects into records on the output topics.
 Timer ticks are `{"profile_id", "due"}` (the clock) or `{"profile_id", "audience"}` (a
-profile's share of an audience run or a campaign run; see engine/campaigns.py).
+profile's share of an audience run or a campaign run; see engine/campaigns/audience.py).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import structlog
 from faust.streams import _current_event
 from pydantic import ValidationError
 
-from engine.campaigns import AUDIENCE_TICKS, AudienceRuns
-from engine.catalog import JourneyCatalog
-from engine.interpreter import (
+from engine.campaigns.audience import AUDIENCE_TICKS, AudienceRuns
+from engine.core.catalog import JourneyCatalog
+from engine.core.interpreter import (
     Effects,
     ProcessResult,
     apply_audience,
@@ -38,6 +38,7 @@ from engine.interpreter import (
     ends_without_timer,
     new_profile_state,
 )
+from engine.core.timers import TimerIndex
 from engine.observability import (
     BATCH_SIZE,
     DEAD_LETTERS,
@@ -48,9 +49,8 @@ from engine.observability import (
     TIMER_LAG,
     TIMERS_PENDING,
 )
-from engine.produce import key_hash, murmur2, produce_batched, produce_counted
-from engine.registry import DefinitionsFollower
-from engine.timers import TimerIndex
+from engine.streaming.produce import key_hash, murmur2, produce_batched, produce_counted
+from engine.streaming.registry import DefinitionsFollower
 from schemas.campaign import AudienceTick
 from schemas.common import json_bytes
 from schemas.deadletter import dead_letter_record
@@ -370,7 +370,7 @@ class EngineRuntime:
         # Step 2
         # aiokafka's producer directly, whole batches per partition: faust's Topic.send
         # wraps each record in codecs, sensors and callbacks, and aiokafka's send() costs
-        # a coroutine and a future per record (bench/profile_report.py, engine/produce.py).
+        # a coroutine and a future per record (bench/profile_report.py, engine/streaming/produce.py).
         producer = self._producer()
         futures = await produce_batched(
             producer,

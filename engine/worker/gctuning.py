@@ -1,6 +1,6 @@
 """Garbage-collector settings for long-running processes (workers, the bench sandbox).
 
-Kept apart from engine.app so a process that does not load faust can use it.
+Kept apart from engine.streaming.app so a process that does not load faust can use it.
 """
 
 from __future__ import annotations

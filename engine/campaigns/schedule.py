@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from engine.catalog import CompiledJourney
+from engine.core.catalog import CompiledJourney
 from schemas.schedule import WEEKDAYS, Schedule
 
 _HORIZON_DAYS = 400  # more than a year: every schedule has an occurrence in any such span

@@ -42,10 +42,10 @@ from faust.web import Response, View
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from engine.catalog import CompiledJourney, JourneyCatalog
-from engine.interpreter import AudienceFilter
-from engine.registry import assign_all
-from engine.schedule import due_run
+from engine.campaigns.schedule import due_run
+from engine.core.catalog import CompiledJourney, JourneyCatalog
+from engine.core.interpreter import AudienceFilter
+from engine.streaming.registry import assign_all
 from schemas.campaign import (
     AudienceTick,
     CampaignDefinition,

@@ -27,10 +27,10 @@ from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.table import Table
 
-from engine.loader import load_journey
-from engine.publish import publish_file
-from engine.registry import next_deployment, publish_deployments, read_deployments
-from engine.topics import ensure_topics
+from engine.cli.publish import publish_file
+from engine.core.loader import load_journey
+from engine.streaming.registry import next_deployment, publish_deployments, read_deployments
+from engine.streaming.topics import ensure_topics
 from schemas.journey import JourneyDefinition, WaitActivity, WaitForEventActivity
 from schemas.settings import Settings
 
@@ -159,7 +159,7 @@ class Services:
     def start(self, name: str, *args: str) -> None:
         log = (DEMO_DIR / f"{name}.log").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", *args],
+            [sys.executable, "-m", "engine.cli.main", *args],
             env=self.env,
             cwd=ROOT,
             stdout=log,

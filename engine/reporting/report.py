@@ -20,8 +20,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from engine.html import PAGE_STYLE, journey_svg
-from engine.registry import assign_all
+from engine.reporting.html import PAGE_STYLE, journey_svg
+from engine.streaming.registry import assign_all
 from schemas.journey import JourneyDefinition
 from schemas.settings import Settings
 

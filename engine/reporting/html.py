@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-from engine.graph import activity_label, edge_label, entry_label
+from engine.core.graph import activity_label, edge_label, entry_label
 from schemas.journey import JourneyDefinition, activity_targets
 
 NODE_W, NODE_H, GAP_X, GAP_Y, MARGIN = 190, 46, 40, 70, 30

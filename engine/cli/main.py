@@ -14,10 +14,10 @@ from typing import Any, NoReturn, TypeVar
 import click
 import orjson
 
-from engine.campaign_cli import campaign_group
-from engine.loader import JourneyValidationError, load_journey
+from engine.cli.campaign import campaign_group
+from engine.cli.report import report_command
+from engine.core.loader import JourneyValidationError, load_journey
 from engine.observability import configure_logging
-from engine.report_cli import report_command
 from schemas.settings import Settings
 
 EXIT_OK, EXIT_INVALID, EXIT_KAFKA, EXIT_NOT_FOUND, EXIT_FAILURE = 0, 1, 2, 3, 4
@@ -110,8 +110,8 @@ def validate(files: tuple[str, ...]) -> None:
 @click.option("--by", "deployed_by", default=None, help="who deploys (recorded with the version)")
 def deploy(files: tuple[str, ...], deployed_by: str | None) -> None:
     """Validate and deploy journeys; an unchanged journey keeps its version."""
-    from engine.registry import next_deployment, publish_deployments, read_deployments
-    from engine.topics import ensure_topics
+    from engine.streaming.registry import next_deployment, publish_deployments, read_deployments
+    from engine.streaming.topics import ensure_topics
 
     settings = _settings()
     loaded = _load_all(files)
@@ -140,7 +140,7 @@ def deploy(files: tuple[str, ...], deployed_by: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 def list_(as_json: bool) -> None:
     """List deployed journeys with their newest version and status."""
-    from engine.registry import read_deployments
+    from engine.streaming.registry import read_deployments
 
     settings = _settings()
     deps = _run_kafka(read_deployments(settings), settings)
@@ -168,7 +168,7 @@ def list_(as_json: bool) -> None:
 
 
 def _set_status(journey_id: str, status: str) -> None:
-    from engine.registry import publish_deployments, read_deployments, with_status
+    from engine.streaming.registry import publish_deployments, read_deployments, with_status
 
     settings = _settings()
 
@@ -222,12 +222,12 @@ def archive(journey_id: str) -> None:
 )
 def graph(target: str, html_out: str | None) -> None:
     """Print a journey (a FILE, or the ID of a deployed one) as a Mermaid flowchart."""
-    from engine.graph import to_mermaid
+    from engine.core.graph import to_mermaid
 
     if Path(target).exists():
         definition = _load_all((target,))[0][1]
     else:
-        from engine.registry import read_deployments
+        from engine.streaming.registry import read_deployments
 
         settings = _settings()
         deps = _run_kafka(read_deployments(settings), settings)
@@ -237,7 +237,7 @@ def graph(target: str, html_out: str | None) -> None:
     text = to_mermaid(definition)
     click.echo(text)
     if html_out:
-        from engine.html import mermaid_page
+        from engine.reporting.html import mermaid_page
 
         Path(html_out).write_text(
             mermaid_page(definition.name, [(definition, text)]), encoding="utf-8"
@@ -255,14 +255,14 @@ def graph(target: str, html_out: str | None) -> None:
 @click.option("--no-web", is_flag=True, help="do not serve /healthz, /readyz and /metrics")
 def worker(role: str, no_web: bool) -> None:
     """Run the engine and the WhatsApp connector (or one role) until stopped."""
-    from engine.app import ROLES, run_worker
+    from engine.streaming.app import ROLES, run_worker
 
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
     roles = ROLES if role == "all" else frozenset(r.strip() for r in role.split(",") if r.strip())
     if not roles <= ROLES:
         _fail(f"unknown role(s) {sorted(roles - ROLES)}; choose from {sorted(ROLES)}", EXIT_INVALID)
-    from engine.topics import ensure_topics
+    from engine.streaming.topics import ensure_topics
 
     _run_kafka(ensure_topics(settings), settings)
     run_worker(settings, roles, web=not no_web)
@@ -285,7 +285,7 @@ def webhook(port: int | None, host: str | None) -> None:
     configure_logging(settings.log_format, settings.log_level)
     if settings.whatsapp_app_secret is None:
         _fail("WHATSAPP_APP_SECRET is not set: webhooks cannot be verified", EXIT_INVALID)
-    from engine.topics import ensure_topics
+    from engine.streaming.topics import ensure_topics
 
     # The receiver reads profile-phones and delivery-events: create them with their
     # settings (compacted, partitions) before a broker auto-creates them with defaults.
@@ -364,7 +364,7 @@ def _run_forever(coro: Awaitable[None]) -> None:
 )
 def publish(file: str, topic: str | None, validate: bool) -> None:
     """Publish JSON lines of profile events, keyed by profile id."""
-    from engine.publish import publish_file
+    from engine.cli.publish import publish_file
 
     settings = _settings()
     sent, problems = _run_kafka(
@@ -392,7 +392,7 @@ def tail(
     """Print records of a topic as they arrive (delivery and step events as a table)."""
     from aiokafka.errors import KafkaConnectionError, KafkaError
 
-    from engine.tail import tail_topic
+    from engine.cli.tail import tail_topic
 
     settings = _settings()
     names = {

@@ -1,0 +1,1 @@
+"""`journeyctl`, the command line: the main group and its sub-groups."""

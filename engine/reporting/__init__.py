@@ -1,0 +1,1 @@
+"""Reports: the Kafka reader, the funnel and delivery aggregate, and its renderers."""

@@ -1,0 +1,1 @@
+"""The engine worker: the faust agent that drives the pure interpreter per profile."""
