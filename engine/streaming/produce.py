@@ -28,7 +28,7 @@ def murmur2(data: bytes) -> int:
 
     aiokafka's pure-Python version reads the key a byte at a time and masks after every
     operation; this one unpacks the 4-byte words at once and masks only what can overflow.
-    tests/unit/test_produce.py checks it against aiokafka's on random keys.
+    tests/unit/engine/streaming/test_produce.py checks it against aiokafka's on random keys.
     """
     length = len(data)
     h = 0x9747B28C ^ length

@@ -33,7 +33,7 @@ from engine.streaming.topics import TopicSpec, ensure_topics
 from schemas.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKER = Path(__file__).resolve().parent / "whatsapp_worker.py"
+WORKER = Path(__file__).resolve().parent / "connectors" / "whatsapp" / "whatsapp_worker.py"
 TOKEN = "integration-token"
 APP_SECRET = "integration-app-secret"
 VERIFY_TOKEN = "integration-verify-token"
