@@ -314,7 +314,7 @@ def worker(
         "PYTHONPATH": str(root),
         **(extra_env or {}),
     }
-    args = [sys.executable, "-m", "engine.cli.main", "worker", "--role", role, "--no-web"]
+    args = [sys.executable, "-m", "engine.cli", "worker", "--role", role, "--no-web"]
     return Process(name, args, env, log_dir, cwd=root)
 
 
@@ -338,7 +338,7 @@ async def deploy(stack: BenchStack, *journeys: str, root: Path = ROOT) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "engine.cli.main",
+        "engine.cli",
         "deploy",
         *files,
         cwd=root,

@@ -159,7 +159,7 @@ class Services:
     def start(self, name: str, *args: str) -> None:
         log = (DEMO_DIR / f"{name}.log").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli.main", *args],
+            [sys.executable, "-m", "engine.cli", *args],
             env=self.env,
             cwd=ROOT,
             stdout=log,

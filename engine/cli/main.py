@@ -423,6 +423,3 @@ def tail(
 
 main.add_command(report_command)
 main.add_command(campaign_group)
-
-if __name__ == "__main__":
-    main()

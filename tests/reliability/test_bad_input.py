@@ -683,7 +683,7 @@ def test_journeyctl_validate_prints_every_problem_and_exits_1(tmp_path: Path) ->
         (tmp_path / f"{name}.yaml").write_text(text)
     files = sorted(str(p) for p in tmp_path.glob("*.yaml"))
     out = subprocess.run(
-        [sys.executable, "-m", "engine.cli.main", "validate", *files],
+        [sys.executable, "-m", "engine.cli", "validate", *files],
         cwd=ROOT,
         capture_output=True,
         text=True,

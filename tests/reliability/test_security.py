@@ -166,7 +166,7 @@ class Process:
         self.log = log
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "engine.cli.main", *args],
+                [sys.executable, "-m", "engine.cli", *args],
                 env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
                 cwd=ROOT,
                 stdout=out,

@@ -77,7 +77,7 @@ class Worker:
         }
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli.main", "worker", "--role", self.role, "--no-web"],
+            [sys.executable, "-m", "engine.cli", "worker", "--role", self.role, "--no-web"],
             env=env,
             cwd=ROOT,
             stdout=self._log,

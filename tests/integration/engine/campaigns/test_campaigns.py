@@ -82,7 +82,7 @@ class WebWorker(Worker):
         }
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli.main", "worker", "--role", "engine"],
+            [sys.executable, "-m", "engine.cli", "worker", "--role", "engine"],
             env=env,
             cwd=ROOT,
             stdout=self._log,

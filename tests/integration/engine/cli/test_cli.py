@@ -59,7 +59,7 @@ class Cli:
     def __call__(self, *args: str, timeout: float = CLI_TIMEOUT, **env: str) -> Result:
         started = time.monotonic()
         done = subprocess.run(
-            [sys.executable, "-m", "engine.cli.main", *args],
+            [sys.executable, "-m", "engine.cli", *args],
             env={**self.env, **env},
             cwd=ROOT,
             capture_output=True,
@@ -547,7 +547,7 @@ def test_webhook_on_a_fresh_cluster_serves_with_topics_laid_out_right(
     # topics. It reads profile-phones (compacted) and delivery-events (TOPIC_PARTITIONS).
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli.main", "webhook", "--port", str(port)],
+        [sys.executable, "-m", "engine.cli", "webhook", "--port", str(port)],
         env={**cli.env, "WHATSAPP_APP_SECRET": "test-app-secret"},
         cwd=ROOT,
         stdout=subprocess.PIPE,

@@ -81,7 +81,7 @@ def _children(pid: int) -> set[int]:
 
 def _is_service(pid: int) -> bool:
     try:
-        return b"engine.cli.main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"engine.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 

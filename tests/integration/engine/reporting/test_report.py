@@ -187,7 +187,7 @@ async def stack(kafka_bootstrap: str) -> AsyncIterator[Stack]:
 
 def journeyctl(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli.main", "report", *args],
+        [sys.executable, "-m", "engine.cli", "report", *args],
         env={**os.environ, **stack.env},
         cwd=ROOT,
         capture_output=True,
