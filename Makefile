@@ -12,7 +12,7 @@ TEST_KAFKA_PORT ?= 19092
 TEST_KAFKA_CONTROLLER_PORT ?= 19093
 PYTEST_ARGS ?=
 
-.PHONY: help install lint format test unit reliability run demo bench kafka-up kafka-down schemas clean
+.PHONY: help install browser lint format test unit reliability run demo bench kafka-up kafka-down schemas clean
 
 help:
 	@echo "make run    - start local Kafka, sandbox, webhook and worker; run the demo journeys"
@@ -33,6 +33,10 @@ $(STAMP):
 
 install: $(STAMP)
 
+# Debian's chromium for the browser tests (Playwright drives it; no browser download).
+browser:
+	@deploy/browser/install
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -49,7 +53,7 @@ unit: install
 	$(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
 
 # Starts its own broker unless KAFKA_BOOTSTRAP_SERVERS names one; stops only what it started.
-test: lint
+test: lint browser
 	@status=0; \
 	if [ -z "$${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then \
 	  export KAFKA_PORT=$(TEST_KAFKA_PORT) KAFKA_CONTROLLER_PORT=$(TEST_KAFKA_CONTROLLER_PORT); \
