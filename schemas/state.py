@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import AwareDatetime, Field, JsonValue
 
 from schemas.common import StrictModel
+from schemas.steps import EntryRefusal
 
 WaitKind = Literal["timer", "event", "http", "quiet_hours"]
 
@@ -67,6 +68,10 @@ class JourneyHistory(StrictModel):
         default_factory=list,
         description="audience and campaign runs the profile was admitted by (the latest 64)",
     )
+    refused: int = Field(
+        default=0, description="events of the journey's entry type that did not admit the profile"
+    )
+    last_refusal: EntryRefusal | None = None
 
 
 class ProfileState(StrictModel):

@@ -22,6 +22,25 @@ class ExitReason(StrEnum):
     ERROR = "error"
 
 
+class RefusalRule(StrEnum):
+    """Which rule kept a profile out of a journey whose entry event it sent."""
+
+    ENTRY_CONDITION = "entry_condition"  # false, or failed to evaluate (detail says)
+    REENTRY = "reentry"  # the journey's re-entry rule (never, or not before a time)
+    ALREADY_IN = "already_in"  # one live instance per journey and profile
+    PAUSED = "paused"  # a paused journey admits nobody
+
+
+class EntryRefusal(StrictModel):
+    """The latest refusal at entry, kept in the profile's journey history (not a record per
+    event): `journeyctl inspect` and the console explain it."""
+
+    rule: RefusalRule
+    detail: str
+    at: AwareDatetime
+    event_id: str | None = None
+
+
 class JourneyStepEvent(StrictModel):
     """`outcome` says what the step did: the branch taken, `timeout` vs `event`, a split path."""
 

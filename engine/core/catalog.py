@@ -104,6 +104,7 @@ class JourneyCatalog:
     def __init__(self) -> None:
         self._journeys: dict[str, _Journey] = {}
         self._entries: dict[str, list[CompiledJourney]] = {}
+        self._paused_entries: dict[str, list[CompiledJourney]] = {}
         self._audiences: list[CompiledJourney] = []
         self._qualifications: list[CompiledJourney] = []
         self._cancelled_runs: set[tuple[str, str]] = set()
@@ -147,6 +148,11 @@ class JourneyCatalog:
         """Current versions of the active journeys this event type can admit a profile into."""
         return self._entries.get(event_type, [])
 
+    def paused_entries_for(self, event_type: str) -> list[CompiledJourney]:
+        """Current versions of the paused journeys entered by this event type (a refusal to
+        record, not an entry)."""
+        return self._paused_entries.get(event_type, [])
+
     def listens_to(self, event_type: str) -> bool:
         """Whether any journey could act on an event of this type: an active entry on it,
         or, in any version an instance may still run, a wait for it or an exit on it."""
@@ -179,6 +185,7 @@ class JourneyCatalog:
     def _reindex(self) -> None:
         # Deployments are rare and catalogs small; rebuilding keeps the index obviously right.
         entries: dict[str, list[CompiledJourney]] = {}
+        paused: dict[str, list[CompiledJourney]] = {}
         audiences: list[CompiledJourney] = []
         qualifications: list[CompiledJourney] = []
         window, largest = timedelta(0), 0
@@ -189,6 +196,8 @@ class JourneyCatalog:
             rule = current.definition.entry
             if current.active and rule.event is not None:
                 entries.setdefault(rule.event, []).append(current)
+            elif current.status == "paused" and rule.event is not None:
+                paused.setdefault(rule.event, []).append(current)
             elif current.active and rule.audience is not None:
                 audiences.append(current)
             elif current.active and rule.qualification is not None:
@@ -205,7 +214,7 @@ class JourneyCatalog:
                 cap = version.definition.frequency_cap
                 if cap is not None:
                     window, largest = max(window, cap.per), max(largest, cap.max)
-        self._entries = entries
+        self._entries, self._paused_entries = entries, paused
         self._heard = frozenset(heard)
         self._audiences, self._qualifications = audiences, qualifications
         self.longest_cap_window, self.largest_cap = window, largest

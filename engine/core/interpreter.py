@@ -50,6 +50,10 @@ Choices where the contract is silent:
 - A campaign's message id has the run id where a journey's has the visit number. A campaign
   instance whose run is cancelled ends (ARCHIVED) at the profile's next event or timer, so a
   message delayed by quiet hours is not sent after the cancel.
+- An event of a journey's entry type that does not admit the profile (paused, already in,
+  re-entry rule, entry condition false or failing) is counted in the journey's history with
+  the latest refusal (`refused`, `last_refusal`): the event writes the state anyway, so this
+  costs no record. Qualification and audience entries record no refusal.
 - Qualification is an edge: a profile that still matches after an update it already matched
   before does not enter again; an event without attributes never qualifies anyone.
 """
@@ -82,7 +86,7 @@ from schemas.common import construct, format_duration
 from schemas.events import ProfileEvent
 from schemas.messages import DeliveryEvent, DeliveryStatus, SendRequest
 from schemas.state import EventContext, JourneyHistory, JourneyInstance, ProfileState
-from schemas.steps import ExitReason, JourneyStepEvent
+from schemas.steps import EntryRefusal, ExitReason, JourneyStepEvent, RefusalRule
 
 __all__ = [
     "AUDIENCE_EVENT_TYPE",
@@ -203,7 +207,11 @@ def apply_event(
         elif instance.waiting is not None:
             _deliver(run, compiled, instance, event, trigger)
     for compiled in catalog.entries_for(event.type):
-        _try_entry(run, compiled, trigger)
+        refused = _try_entry(run, compiled, trigger)
+        if refused is not None:
+            _refuse(run, compiled.journey_id, *refused)
+    for compiled in catalog.paused_entries_for(event.type):
+        _refuse(run, compiled.journey_id, RefusalRule.PAUSED, "the journey is paused")
     for compiled, before in zip(qualifying, matched_before, strict=True):
         if not before:
             _try_entry(run, compiled, trigger)
@@ -455,16 +463,36 @@ def _exits(
 # --- entering --------------------------------------------------------------------------
 
 
-def _try_entry(run: _Run, compiled: CompiledJourney, trigger: EventContext) -> None:
-    if not compiled.active or _refusal(run, compiled) is not None:
-        return
+def _try_entry(
+    run: _Run, compiled: CompiledJourney, trigger: EventContext
+) -> tuple[RefusalRule, str] | None:
+    """Admit the profile and drive its new instance; else the rule that refused it and why."""
+    if not compiled.active:
+        return RefusalRule.PAUSED, f"the journey is {compiled.status}"
+    if compiled.journey_id in run.state.instances:
+        return RefusalRule.ALREADY_IN, "the profile is already in this journey"
+    refusal = _refusal(run, compiled)
+    if refusal is not None:
+        return RefusalRule.REENTRY, refusal
     instance = _new_instance(run, compiled, trigger)
     variables = _variables(run, compiled, instance, trigger)
     ctx = _context(run, compiled, instance, variables, trigger.occurred_at, visit=0)
-    if entry.run(ctx, compiled.definition.entry, run.now).next is None:
-        return
+    outcome = entry.run(ctx, compiled.definition.entry, run.now)
+    if outcome.next is None:
+        return RefusalRule.ENTRY_CONDITION, outcome.detail or "entry condition is false"
     _admit(run, instance)
     _drive(run, compiled, instance, trigger, trigger.occurred_at, variables=variables)
+    return None
+
+
+def _refuse(run: _Run, journey_id: str, rule: RefusalRule, detail: str) -> None:
+    """Count a refusal at entry and keep the latest in the journey's history: a few bytes of
+    state the event writes anyway, never a record per event."""
+    history = _history(run, journey_id)
+    history.refused += 1
+    history.last_refusal = construct(
+        EntryRefusal, rule=rule, detail=detail, at=run.now, event_id=run.event_id
+    )
 
 
 def _qualifies(run: _Run, compiled: CompiledJourney, trigger: EventContext) -> bool:
@@ -731,7 +759,14 @@ def _history(run: _Run, journey_id: str) -> JourneyHistory:
     history = run.state.history.get(journey_id)
     if history is None:
         history = construct(
-            JourneyHistory, entries=0, last_entered_at=None, last_exited_at=None, visits={}, runs=[]
+            JourneyHistory,
+            entries=0,
+            last_entered_at=None,
+            last_exited_at=None,
+            visits={},
+            runs=[],
+            refused=0,
+            last_refusal=None,
         )
         run.state.history[journey_id] = history
     return history

@@ -20,7 +20,7 @@ from engine.core.interpreter import (
 from schemas.common import json_bytes
 from schemas.messages import DeliveryError, DeliveryEvent, DeliveryStatus, SkipReason
 from schemas.state import ProfileState
-from schemas.steps import ExitReason
+from schemas.steps import ExitReason, RefusalRule
 from tests.unit import ANA, T0, Profile, at, catalog_of, deployment, event, steps
 
 CART = """
@@ -177,7 +177,40 @@ def test_the_entry_condition_decides_who_enters(data, enters):
     ana = Profile(CART)
     fx = ana.event("cart.abandoned", "0s", attributes=ANA, data=data)
     assert steps(fx) == ([("entered", "wait-1h")] if enters else [])
-    assert ("cart-recovery" in ana.state.history) is enters
+    history = ana.state.history["cart-recovery"]
+    assert history.entries == int(enters)
+    refusal = history.last_refusal
+    assert (refusal is None) is enters
+    if refusal is not None:
+        assert refusal.rule == RefusalRule.ENTRY_CONDITION
+        assert refusal.event_id == ana.state.seen_event_ids[-1]
+        assert (refusal.detail == "entry condition is false") is isinstance(
+            data.get("cart_total"), int | float
+        )
+
+
+def test_refusals_at_entry_are_counted_with_the_latest_rule_and_no_record():
+    p = Profile(WELCOME.format(reentry="{mode: never}"))
+    p.event("signup", "0s")
+    assert steps(p.event("signup", "10m")) == []  # still live
+    history = p.state.history["welcome"]
+    assert history.last_refusal is not None
+    assert (history.refused, history.last_refusal.rule) == (1, RefusalRule.ALREADY_IN)
+    p.tick("1h")
+    assert steps(p.event("signup", "2h")) == []
+    assert history.last_refusal.rule == RefusalRule.REENTRY
+    assert history.last_refusal.detail.startswith("re-entry is never allowed")
+    assert (history.refused, history.last_refusal.at) == (2, at("2h"))
+    p.event("other", "3h")  # not an entry event: nothing counted
+    assert history.refused == 2
+
+
+def test_a_refusal_at_entry_survives_the_state_round_trip():
+    p = Profile(CART)
+    p.event("cart.abandoned", "0s", attributes=ANA, data={"cart_total": 1})
+    again = ProfileState.model_validate_json(json_bytes(p.state))
+    assert again.history == p.state.history
+    assert again.history["cart-recovery"].refused == 1
 
 
 def test_an_entry_without_condition_admits_every_event_of_its_type():
@@ -820,6 +853,9 @@ def test_a_paused_journey_admits_nobody_but_its_instances_carry_on():
     catalog.apply(deployment(FEEDBACK, status="paused", deployed_at=at("1m")))
     newcomer = Profile(catalog=catalog, profile_id="p-2")
     assert steps(newcomer.event("order.delivered", "2m")) == []
+    refusal = newcomer.state.history["feedback"].last_refusal
+    assert refusal is not None
+    assert (refusal.rule, refusal.detail) == (RefusalRule.PAUSED, "the journey is paused")
     assert steps(p.event("review.posted", "3m", data={"stars": 4})) == [
         ("ask", "event"),
         ("thanks", "completed"),
