@@ -18,9 +18,13 @@ help:
 	@echo "make run    - start local Kafka, sandbox, webhook and worker; run the demo journeys"
 	@echo "make test   - install, lint, type-check, start a test broker, run the whole suite"
 	@echo "make lint   - ruff check, ruff format --check, mypy"
-	@echo "make reliability - the whole crash, load, bad-input and security suite of issue #7 (docs/RELIABILITY.md)"
+	@echo "make format - ruff format and ruff check --fix"
+	@echo "make unit   - the tests that need no broker"
+	@echo "make reliability - crash, restart, fault, load, bad-input and security tests (docs/RELIABILITY.md)"
 	@echo "make bench  - benchmarks on the real local broker; writes docs/BENCHMARKS.md"
+	@echo "make schemas - regenerate the JSON Schemas in schemas/json/"
 	@echo "make kafka-up / kafka-down - the local single-node Kafka on 127.0.0.1:9092"
+	@echo "make clean  - stop local brokers, remove the venv and local data"
 
 $(STAMP):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed")'
@@ -65,7 +69,7 @@ test: lint browser
 	if [ $$started = 1 ]; then KAFKA_PORT=$(TEST_KAFKA_PORT) KAFKA_WIPE=1 deploy/kafka/stop; fi; \
 	exit $$status
 
-# Crash, load and security tests of issue #7 (about 6 minutes); some targets still fail.
+# Kills, broker restart, API faults, rebalances, a burst, bad input and security (docs/RELIABILITY.md).
 reliability:
 	@RUN_RELIABILITY=1 $(MAKE) --no-print-directory test PYTEST_ARGS="tests/reliability $(PYTEST_ARGS)"
 
