@@ -64,7 +64,7 @@ def _effects_json(effects: Any) -> list[bytes]:
 
 def measure(profiles: int) -> dict[str, float]:
     from engine.core.interpreter import apply_event, apply_timers, new_profile_state
-    from engine.worker.runtime import state_from_bytes, state_to_bytes
+    from engine.worker.codec import state_from_bytes, state_to_bytes
     from schemas.events import ProfileEvent
 
     catalog = _catalog("1s")
@@ -142,7 +142,8 @@ def _runtime(data_dir: Path) -> Any:
 def measure_runtime(runtime: Any, profiles: int, run: str, first: int) -> dict[str, float]:
     """Profiles `first` to `first + profiles`: numbers from another range than the pure
     core's, so each phone number is new to the process, as it is in the worker."""
-    from engine.worker.runtime import BATCH_MAX, _Pending, state_record
+    from engine.worker.batch import BATCH_MAX, Pending
+    from engine.worker.codec import state_record
 
     def store(pending: Any) -> None:
         stored = [(pid.encode(), *state_record(st)) for pid, (_, st) in pending.states.items()]
@@ -171,7 +172,7 @@ def measure_runtime(runtime: Any, profiles: int, run: str, first: int) -> dict[s
     clock = time.perf_counter
     t0 = clock()
     for start in range(0, profiles, BATCH_MAX):
-        pending = _Pending()
+        pending = Pending()
         for record in records[start : start + BATCH_MAX]:
             runtime._process_record(record, now, pending)
         store(pending)
@@ -179,7 +180,7 @@ def measure_runtime(runtime: Any, profiles: int, run: str, first: int) -> dict[s
     later = now + timedelta(seconds=2)
     sends = 0
     for start in range(0, len(ticks), 10):
-        pending = _Pending()
+        pending = Pending()
         for record in ticks[start : start + 10]:
             runtime._process_record(record, later, pending)
         sends += sum(
@@ -211,10 +212,10 @@ def main() -> None:
     else:
         result = measure(args.profiles)
     try:
-        import engine.worker.runtime
+        import engine.worker.codec
         from engine.worker.gctuning import tune_gc
 
-        engine.worker.runtime.state_record  # noqa: B018 (a tree from before it has no such path)
+        engine.worker.codec.state_record  # noqa: B018 (a tree from before it has no such path)
     except (ImportError, AttributeError):
         pass
     else:

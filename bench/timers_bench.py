@@ -183,7 +183,7 @@ async def firing_lag(broker: Broker, cfg: TimersConfig, log_dir: Path) -> dict[s
             got, _ = await sends.wait_for(1 + sent, timeout=cfg.timeout, watch=[process])
         if got < 1 + sent:
             raise BenchError(f"{got - 1} of {sent} timers fired in time")
-        from engine.worker.runtime import DUE_TICK_PREFIX
+        from engine.worker.ticks import DUE_TICK_PREFIX
 
         prefix = f"p-{run_id}-".encode()
 

@@ -29,8 +29,8 @@ from connectors.whatsapp.sandbox import SandboxState, Template
 from engine.core.loader import parse_journey
 from engine.streaming.registry import next_deployment, publish_deployments
 from engine.streaming.topics import ensure_topics
-from engine.worker.runtime import BATCH_MAX as ENGINE_BATCH_MAX
-from engine.worker.runtime import DUE_TICK_MAX
+from engine.worker.batch import BATCH_MAX as ENGINE_BATCH_MAX
+from engine.worker.ticks import DUE_TICK_MAX
 from schemas.settings import Settings
 from tests.support.kafka import ROOT, Stack, Worker
 
@@ -569,7 +569,7 @@ class Outcome:
         differ = differing_steps(self.steps)
         assert not differ, f"{len(differ)} steps happened twice, differently: {differ[:3]}"
         redelivered = sum(1 for n in fired.values() if n > 1)
-        # A batch changes fewer than BATCH_MAX + DUE_TICK_MAX profiles (engine/worker/runtime.py).
+        # A batch changes fewer than BATCH_MAX + DUE_TICK_MAX profiles (engine/worker/batch.py).
         assert redelivered <= (ENGINE_BATCH_MAX + DUE_TICK_MAX - 1) * kills, (
             f"{redelivered} waits' records delivered twice: more than one batch per kill"
         )

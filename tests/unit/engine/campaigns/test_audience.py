@@ -13,7 +13,7 @@ import pytest
 from engine.core.graph import to_mermaid
 from engine.core.interpreter import AudienceFilter, apply_audience, new_profile_state
 from engine.core.loader import JourneyValidationError, parse_journey
-from engine.worker.runtime import state_to_bytes
+from engine.worker.codec import state_to_bytes
 from schemas.campaign import AudienceTick
 from tests.unit import ANA, T0, Profile, at, catalog_of, steps
 

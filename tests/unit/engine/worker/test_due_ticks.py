@@ -14,9 +14,12 @@ from typing import Any, cast
 import orjson
 import pytest
 
-import engine.worker.runtime as runtime_module
+import engine.worker.batch as batch_module
+import engine.worker.ticks as ticks_module
 from engine.core.interpreter import apply_event, new_profile_state
-from engine.worker.runtime import DUE_TICK_MAX, EngineRuntime, _Pending
+from engine.worker.batch import Pending
+from engine.worker.runtime import EngineRuntime
+from engine.worker.ticks import DUE_TICK_MAX
 from tests.unit import ANA, at, event
 from tests.unit.runtime_support import Event, Message, engine_runtime
 
@@ -26,7 +29,7 @@ def runtime(tmp_path: Path) -> EngineRuntime:
     return engine_runtime(tmp_path, "due")
 
 
-def _waiting(rt: EngineRuntime, profile_id: str, pending: _Pending) -> None:
+def _waiting(rt: EngineRuntime, profile_id: str, pending: Pending) -> None:
     """A profile that entered the journey at T0 and waits until T0 + 1m."""
     signup = event("signup", "0s", profile_id=profile_id, attributes=ANA)
     result = apply_event(new_profile_state(profile_id), signup, rt.catalog, at("0s"))
@@ -53,7 +56,7 @@ async def test_a_scan_sends_one_tick_per_partition_on_that_partition(
         sent.append((list(records), list(partitions)))
         return []
 
-    monkeypatch.setattr(runtime_module, "produce_batched", produce)
+    monkeypatch.setattr(ticks_module, "produce_batched", produce)
     monkeypatch.setattr(runtime, "_producer", lambda: None)
     crowded = _profiles_on(runtime, 3, DUE_TICK_MAX + 2)
     alone = _profiles_on(runtime, 5, 1)
@@ -65,14 +68,14 @@ async def test_a_scan_sends_one_tick_per_partition_on_that_partition(
     named: list[tuple[int, str]] = []
     for (topic, key, value), partition in zip(records, partitions, strict=True):
         assert topic == runtime.topics.timers.get_topic_name() and key == b"due"
-        assert value.startswith(runtime_module.DUE_TICK_PREFIX)
+        assert value.startswith(ticks_module.DUE_TICK_PREFIX)
         named += [(partition, pid) for pid, _ in orjson.loads(value)["due"]]
     assert sorted(named) == sorted([(3, p) for p in crowded] + [(5, p) for p in alone])
     assert len(orjson.loads(records[0][2])["due"]) == DUE_TICK_MAX
 
 
 def test_a_due_tick_fires_each_profile_it_names(runtime: EngineRuntime) -> None:
-    pending = _Pending()
+    pending = Pending()
     first, second = _profiles_on(runtime, 2, 2)
     _waiting(runtime, first, pending)
     _waiting(runtime, second, pending)
@@ -91,7 +94,7 @@ def test_a_due_tick_fires_each_profile_it_names(runtime: EngineRuntime) -> None:
 
 
 def test_an_early_due_tick_fires_nothing_and_keeps_the_timer(runtime: EngineRuntime) -> None:
-    pending = _Pending()
+    pending = Pending()
     [pid] = _profiles_on(runtime, 1, 1)
     _waiting(runtime, pid, pending)
     tick = _due_tick(runtime, [[pid, at("1m").timestamp()]], partition=1)
@@ -101,7 +104,7 @@ def test_an_early_due_tick_fires_nothing_and_keeps_the_timer(runtime: EngineRunt
 
 
 def test_bad_entries_of_a_due_tick_are_dead_lettered_alone(runtime: EngineRuntime) -> None:
-    pending = _Pending()
+    pending = Pending()
     good, other = _profiles_on(runtime, 4, 1)[0], _profiles_on(runtime, 6, 1)[0]
     _waiting(runtime, good, pending)
     due = at("1m").timestamp()
@@ -127,7 +130,7 @@ def test_bad_entries_of_a_due_tick_are_dead_lettered_alone(runtime: EngineRuntim
 def test_a_malformed_due_tick_is_dead_lettered(
     runtime: EngineRuntime, value: bytes, reasons: list[str]
 ) -> None:
-    pending = _Pending()
+    pending = Pending()
     tick = Event(Message(runtime.topics.timers.get_topic_name(), b"due", value, 0))
     runtime._process_record(cast(Any, tick), at("0s"), pending)
     dead = [orjson.loads(v) for t, _, v in pending.effects if t is runtime.topics.dead_letter]
@@ -135,7 +138,7 @@ def test_a_malformed_due_tick_is_dead_lettered(
 
 
 def test_a_tick_of_the_earlier_format_still_fires(runtime: EngineRuntime) -> None:
-    pending = _Pending()
+    pending = Pending()
     [pid] = _profiles_on(runtime, 0, 1)
     _waiting(runtime, pid, pending)
     value = orjson.dumps({"profile_id": pid, "due": at("1m").timestamp()})
@@ -150,8 +153,8 @@ def test_a_batch_is_full_at_batch_max_records_or_changed_profiles(
 ) -> None:
     # One due tick can change hundreds of profiles: the batch is bounded by those too, so
     # a kill between its effects and its changelog repeats a bounded number of steps.
-    monkeypatch.setattr(runtime_module, "BATCH_MAX", 3)
-    staged = _Pending()
+    monkeypatch.setattr(batch_module, "BATCH_MAX", 3)
+    staged = Pending()
     profiles = _profiles_on(runtime, 4, 3)
     for pid in profiles:
         _waiting(runtime, pid, staged)
@@ -166,7 +169,7 @@ def test_a_batch_is_full_at_batch_max_records_or_changed_profiles(
     runtime._process_record(cast(Any, tick), at("1m") + timedelta(seconds=1), runtime._pending)
     runtime._batch.append(cast(Any, tick))
     assert len(runtime._batch) == 2 and runtime._batch_full()  # three profiles changed
-    runtime._pending = _Pending()
+    runtime._pending = Pending()
     runtime._batch = [cast(Any, tick)] * 3
     assert runtime._batch_full()  # three records
 

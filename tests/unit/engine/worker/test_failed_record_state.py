@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 import engine.core.interpreter as interpreter_module
-from engine.worker.runtime import EngineRuntime, _Pending, state_to_bytes
+from engine.worker.batch import Pending
+from engine.worker.codec import state_to_bytes
+from engine.worker.runtime import EngineRuntime
 from tests.unit import ANA, at, event
 from tests.unit.runtime_support import Event, Message, engine_runtime
 
@@ -35,7 +37,7 @@ def _record(rt: EngineRuntime, event_id: str, type_: str, when: str) -> Event:
     return Event(Message(topic, key, profile.model_dump_json().encode(), rt._partition_of(key)))
 
 
-def _process(rt: EngineRuntime, record: Event, when: str, pending: _Pending) -> None:
+def _process(rt: EngineRuntime, record: Event, when: str, pending: Pending) -> None:
     rt._process_record(record, at(when), pending)  # type: ignore[arg-type]
 
 
@@ -48,12 +50,12 @@ def _fail_halfway(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(interpreter_module, "_fire_due_timers", boom)
 
 
-def _dead_letters(rt: EngineRuntime, pending: _Pending) -> int:
+def _dead_letters(rt: EngineRuntime, pending: Pending) -> int:
     return sum(1 for topic, _, _ in pending.effects if topic is rt.topics.dead_letter)
 
 
 def _process_failing(
-    rt: EngineRuntime, monkeypatch: pytest.MonkeyPatch, event_id: str, pending: _Pending
+    rt: EngineRuntime, monkeypatch: pytest.MonkeyPatch, event_id: str, pending: Pending
 ) -> None:
     """Process a record whose handling raises halfway; it is dead-lettered."""
     with monkeypatch.context() as patch:
@@ -88,7 +90,7 @@ def test_a_failed_record_leaves_a_flushing_batchs_state_as_it_was(
     flushing = runtime._pending
     _process(runtime, _record(runtime, "evt-1", "signup", "0s"), "1s", flushing)
     # What flush step 1 does: the batch is in flight, records go to the next one.
-    runtime._in_flight, runtime._pending = flushing.states, _Pending()
+    runtime._in_flight, runtime._pending = flushing.states, Pending()
     pending = runtime._pending
 
     _process_failing(runtime, monkeypatch, "evt-2", pending)
@@ -102,7 +104,7 @@ def test_a_failed_record_leaves_a_flushing_batchs_state_as_it_was(
 def test_a_failed_record_on_a_stored_state_changes_nothing_held(
     runtime: EngineRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = _Pending()
+    first = Pending()
     _process(runtime, _record(runtime, "evt-1", "signup", "0s"), "1s", first)
     stored = state_to_bytes(first.states[PROFILE][1])
     runtime.profiles.data[PROFILE.encode()] = stored  # as a finished flush leaves it

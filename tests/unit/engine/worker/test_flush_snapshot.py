@@ -21,7 +21,7 @@ import orjson
 import pytest
 from aiokafka.structs import TopicPartition
 
-import engine.worker.runtime as runtime_module
+import engine.worker.batch as batch_module
 from engine.worker.runtime import EngineRuntime
 from tests.unit import ANA, at, event
 from tests.unit.runtime_support import Event, Message, engine_runtime
@@ -66,8 +66,8 @@ async def test_a_flush_stores_its_own_batch_state_not_the_next_batchs(
         done.set_result(SimpleNamespace(topic_partition=TopicPartition(records[0][0], 0), offset=0))
         return [(done, len(records))]
 
-    monkeypatch.setattr(runtime_module, "produce_batched", effects)
-    monkeypatch.setattr(runtime_module, "produce_counted", changelog)
+    monkeypatch.setattr(batch_module, "produce_batched", effects)
+    monkeypatch.setattr(batch_module, "produce_counted", changelog)
     monkeypatch.setattr(runtime, "_producer", lambda: None)
     stream = _Stream()
 

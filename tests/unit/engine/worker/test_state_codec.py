@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from engine.worker.runtime import due_from_bytes, state_from_bytes, state_to_bytes
+from engine.worker.codec import due_from_bytes, state_from_bytes, state_to_bytes
 from schemas.state import ProfileState
 from tests.unit import ANA, Profile
 from tests.unit.engine.core.test_interpreter import CART
