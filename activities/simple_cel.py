@@ -1,9 +1,10 @@
 """The simplest CEL expressions answered in Python, where the answer cannot differ from CEL's.
 
 Most journeys' expressions are a field, `string(field)` or a field compared with a
-literal. Running them through the binding costs a context conversion of microseconds
-per value (docs/BENCHMARKS.md); these forms are answered directly when the field's
-value has the literal's own type, and are handed back to the binding otherwise.
+literal. Running them through the binding costs a conversion of every value into CEL,
+more than the expression itself; these forms are answered directly when the field's
+value has the literal's own type, and are handed back to the binding otherwise, so no
+answer can differ from CEL's.
 """
 
 from __future__ import annotations

@@ -68,11 +68,10 @@ class Settings(BaseSettings):
         le=1500,
         description="how long a worker's fetch may wait at the broker for new records",
     )
-    # Kafka's default, 1, answers a fetch as soon as any record is there: at 1,000 events/s
-    # every few records then cost a fetch round trip and a hand-over from the consumer
-    # thread (a sixth of the engine's CPU at that rate). 16 KB makes the broker gather
-    # that much, or wait KAFKA_FETCH_MAX_WAIT_MS, per fetch: up to that wait per hop at
-    # low traffic, about a fifth less engine CPU at 1,000 events/s (docs/BENCHMARKS.md).
+    # Kafka's default, 1, answers a fetch as soon as any record is there, so under steady
+    # load every few records cost a fetch round trip and a hand-over from the consumer
+    # thread. 16 KB makes the broker gather that much, or wait KAFKA_FETCH_MAX_WAIT_MS, per
+    # fetch: less CPU per record under load, up to that wait per hop at low traffic.
     kafka_fetch_min_bytes: int = Field(
         default=16 * 1024,
         ge=1,
@@ -90,8 +89,8 @@ class Settings(BaseSettings):
     )
     # A batch is committed when it holds BATCH_MAX records or this long after its first.
     # Each commit costs two acknowledged round trips and a produce request per partition,
-    # so at 1,000-2,000 events/s a 10 ms window means batches of 10-20 records (rate x
-    # window) and the commits, not the journeys, take the CPU (docs/BENCHMARKS.md, session 5).
+    # so a batch holds about rate x window records: too short a window and the commits,
+    # not the journeys, take the CPU; too long and every record waits for it.
     engine_batch_window_ms: int = Field(
         default=25,
         ge=1,
@@ -184,9 +183,9 @@ class Settings(BaseSettings):
         """Calls the connector keeps open at once (WHATSAPP_MAX_IN_FLIGHT, else derived).
 
         A call holds its place from its pacing slot until Meta answers, so the cap is
-        reached only while limit > rate x answer time (Little's law). 64 held one sandbox
-        number on loopback to 95% of a 1,000/s cap and 256 to 100% (docs/BENCHMARKS.md);
-        Meta answers in hundreds of milliseconds, so the default scales with the rate.
+        reached only while limit > rate x answer time (Little's law). Meta answers in
+        hundreds of milliseconds, so the default is a quarter second of traffic at the
+        cap, at least 64.
         """
         if self.whatsapp_max_in_flight is not None:
             return self.whatsapp_max_in_flight

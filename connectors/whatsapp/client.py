@@ -3,15 +3,11 @@
 It builds Meta's message payload, classifies every answer as accepted, retriable or final,
 and counts sends in Prometheus. It never retries or paces by itself: the connector does.
 
-Calls go straight through aiohttp's connection pool (`AiohttpPoster`). httpx's own
-transport (httpcore 1.0.9) spent 0.7 ms of CPU per call with 4 connections and 4 ms with
-64 (2026-11-24), so session 1 put aiohttp under httpx as its transport. httpx's client
-layer on top of it still cost a third of the call and left 25 objects in reference cycles
-per call (its Response and the stream bound to it), which the garbage collector had to
-find: 224 µs of CPU and 25 cyclic objects per call through httpx, 145 µs and none
-straight through aiohttp (2026-12-07, 500 calls to the bench sandbox, 16 in flight). A
-custom httpx transport (`transport=`, e.g. httpx.MockTransport in tests) still goes
-through an httpx client (`HttpxPoster`).
+Calls go straight through aiohttp's connection pool (`AiohttpPoster`): httpx's client
+layer costs more CPU per call and leaves its Response and stream in reference cycles for
+the garbage collector. Errors still take httpx's types, and a custom httpx transport
+(`transport=`, e.g. httpx.MockTransport in tests) goes through an httpx client
+(`HttpxPoster`).
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ log = structlog.get_logger("connectors.whatsapp.connector")
 COMPONENT = "whatsapp-connector"
 ACCEPTED_TABLE = "whatsapp-accepted"
 # Batches under way at once: the next one's parsing and markers overlap the calls of the one
-# before, which wait for their pacing slots (docs/BENCHMARKS.md, "Before/after").
+# before, which wait for their pacing slots; acks stay in batch order.
 BATCHES_AHEAD = 2
 # A message id is only ever re-requested within minutes of the first request (a crash and
 # a restart); a month of memory is plenty and keeps the changelog from growing forever.
@@ -624,8 +624,7 @@ class WhatsAppConnector:
 
     def _producer(self) -> Any:
         # aiokafka's producer itself: faust's Topic.send wraps every record in codecs,
-        # futures and callbacks, and its changelog buffer sends one record at a time; both
-        # were a visible share of a send's CPU (docs/BENCHMARKS.md, "Before/after").
+        # futures and callbacks, and its changelog buffer sends one record at a time.
         return cast(Any, self.app.producer)._ensure_producer()
 
     def _store(self, partition: int, key: bytes, value: bytes | None) -> Awaitable[None]:

@@ -32,13 +32,11 @@ class ShortFetchThread(faust_aiokafka.AIOKafkaConsumerThread):
     fetch in flight per broker and leaves out of it every partition whose fetched records
     the worker has not taken yet, so a fetch sent while the busy partitions are still
     buffered asks only for idle ones (timers, campaign runs) and the broker holds it for
-    the whole wait, while records pile up on the busy partitions. At 1,000 events/s with
-    a connector beside the engine, that stall came back every few seconds and kept a
-    standing lag of 1.5-3 s (docs/BENCHMARKS.md, "Before/after"). The short wait is for
-    steady processing only: from a new assignment until its changelog recovery ends, the
-    fetch waits faust's own 1,500 ms (`SeekingConsumer`), the setting faust's recovery is
-    built and tested with; at 50 ms throughout, that recovery was once seen to hang after a
-    rebalance. `KAFKA_FETCH_MIN_BYTES` (16 KB) lets the broker gather records for up to
+    the whole wait, while records pile up on the busy partitions: a standing lag. The
+    short wait is for steady processing only: from a new assignment until its changelog
+    recovery ends, the fetch waits faust's own 1,500 ms (`SeekingConsumer`), the setting
+    faust's recovery is built and tested with (a short wait there can stall the
+    recovery). `KAFKA_FETCH_MIN_BYTES` (16 KB) lets the broker gather records for up to
     that wait, so a steady stream costs a fetch per batch rather than per few records;
     recovery fetches with 1 byte.
     """

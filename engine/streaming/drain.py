@@ -4,7 +4,7 @@ faust's `Consumer._drain_messages` hands each fetched record to the conductor th
 `wait_first(callback(message), suspend_flow.wait())`, so that a delivery blocked on a
 full stream buffer gives way to a rebalance. `wait_first` makes four tasks per record
 (the delivery, the suspend flag, the stopped and crashed flags), waits on them and cancels
-the losers: in the engine worker's profile that was most of faust's own share per record.
+the losers, for every record.
 Almost every delivery finishes without waiting (the buffer has room), so here it is
 stepped once by hand; only one that has to wait is finished the way faust does it.
 """

@@ -60,7 +60,7 @@ KEY_HASHES_MAX = 65_536
 def key_hash(key: bytes, hashes: dict[bytes, int]) -> int:
     """The partitioner's hash of `key` (murmur2, positive), remembered in `hashes`.
 
-    murmur2 is pure Python (~2 µs); the engine hashes each profile id for its partition
+    murmur2 is pure Python and slow; the engine hashes each profile id for its partition
     check, its timer tick and every record it writes for it, so a bounded cache shared by
     those answers most of them. Emptied when full: it only saves work."""
     hash_ = hashes.get(key)
