@@ -1,0 +1,5 @@
+"""``python -m connectors.whatsapp.sandbox``."""
+
+from connectors.whatsapp.sandbox import main
+
+main()
