@@ -1,21 +1,22 @@
-"""Local WhatsApp Cloud API sandbox: a loopback aiohttp server that answers like Meta's Graph API."""
+"""Local WhatsApp Cloud API sandbox: a loopback aiohttp server that answers like Meta's Graph API.
 
-from connectors.whatsapp.sandbox.handlers import (
-    STATE,
-    ApiError,
-    SandboxConfig,
-    SandboxState,
-    SentMessage,
+It lets the real connector be tested end to end: same request checks, error codes and signed
+webhooks. Rooms: templates (model and YAML loading), config, errors, state, rendering, faults,
+webhooks (out), handlers, app (aiohttp application and serving) and cli (the click command).
+"""
+
+from connectors.whatsapp.sandbox.app import build_app, run_sandbox
+from connectors.whatsapp.sandbox.cli import main
+from connectors.whatsapp.sandbox.config import SandboxConfig, mask_phone, normalize_phone
+from connectors.whatsapp.sandbox.errors import ApiError
+from connectors.whatsapp.sandbox.rendering import render_free_form, render_template
+from connectors.whatsapp.sandbox.state import STATE, SandboxState, SentMessage
+from connectors.whatsapp.sandbox.templates import (
     Template,
     TemplateButton,
     TemplateFileError,
     TemplateHeader,
-    build_app,
     load_templates,
-    main,
-    mask_phone,
-    normalize_phone,
-    run_sandbox,
 )
 
 __all__ = [
@@ -33,5 +34,7 @@ __all__ = [
     "main",
     "mask_phone",
     "normalize_phone",
+    "render_free_form",
+    "render_template",
     "run_sandbox",
 ]

@@ -1,0 +1,146 @@
+"""Message templates as the sandbox (and `journeyctl templates`) read them from YAML."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PLACEHOLDER_RE = re.compile(r"\{\{\s*(\d+)\s*\}\}")
+BODY_MAX_CHARS = 1024
+
+
+class TemplateFileError(ValueError):
+    """A template file is unreadable or has invalid entries; the message names the file."""
+
+
+def _placeholders(text: str) -> list[int]:
+    return [int(m.group(1)) for m in PLACEHOLDER_RE.finditer(text)]
+
+
+def _check_sequential(text: str, where: str) -> int:
+    numbers = sorted(set(_placeholders(text)))
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise ValueError(f"{where}: placeholders must be {{{{1}}}}..{{{{n}}}} without gaps")
+    return len(numbers)
+
+
+class TemplateHeader(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["text", "image", "video", "document"]
+    text: str | None = Field(default=None, max_length=60)
+
+    @model_validator(mode="after")
+    def _text_matches_type(self) -> TemplateHeader:
+        if self.type == "text":
+            if not self.text:
+                raise ValueError("a text header needs 'text'")
+            if _check_sequential(self.text, "header") > 1:
+                raise ValueError("a text header takes at most one parameter")
+        elif self.text is not None:
+            raise ValueError(f"a {self.type} header has no 'text'; its media comes at send time")
+        return self
+
+
+class TemplateButton(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["quick_reply", "url"]
+    text: str = Field(min_length=1, max_length=25)
+    url: str | None = None
+
+    @model_validator(mode="after")
+    def _url_matches_type(self) -> TemplateButton:
+        if self.type == "url":
+            if not self.url or not self.url.startswith(("https://", "http://")):
+                raise ValueError("a url button needs an http(s) 'url'")
+            found = _placeholders(self.url)
+            # Meta only allows one dynamic suffix, at the very end of the URL.
+            if found and (found != [1] or not self.url.endswith("{{1}}")):
+                raise ValueError("a url button may only end in {{1}}")
+        elif self.url is not None:
+            raise ValueError("a quick_reply button has no 'url'")
+        return self
+
+    @property
+    def dynamic(self) -> bool:
+        return self.type == "url" and bool(self.url and PLACEHOLDER_RE.search(self.url))
+
+
+class Template(BaseModel):
+    """One approved (or not) translation of a message template."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9_]{1,512}$")
+    language: str = Field(pattern=r"^[a-z]{2,3}(_[A-Za-z]{2,4})?$")
+    category: Literal["marketing", "utility", "authentication"]
+    status: Literal["APPROVED", "PAUSED", "DISABLED", "PENDING", "REJECTED"] = "APPROVED"
+    header: TemplateHeader | None = None
+    body: str = Field(min_length=1, max_length=BODY_MAX_CHARS)
+    footer: str | None = Field(default=None, max_length=60)
+    buttons: tuple[TemplateButton, ...] = Field(default=(), max_length=10)
+
+    @model_validator(mode="after")
+    def _body_placeholders(self) -> Template:
+        _check_sequential(self.body, "body")
+        if self.footer and _placeholders(self.footer):
+            raise ValueError("footer: parameters are not allowed in a footer")
+        return self
+
+    @property
+    def body_params(self) -> int:
+        return len(set(_placeholders(self.body)))
+
+    @property
+    def header_params(self) -> int:
+        if self.header is None or self.header.text is None:
+            return 0
+        return len(set(_placeholders(self.header.text)))
+
+
+def load_templates(path: str | Path) -> list[Template]:
+    """Read a YAML list of templates (or ``{templates: [...]}``); errors name the file and entry."""
+    file = Path(path)
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TemplateFileError(f"{file}: cannot read template file: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise TemplateFileError(f"{file}: not valid YAML: {exc}") from exc
+    if isinstance(raw, dict) and "templates" in raw:
+        raw = raw["templates"]
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise TemplateFileError(f"{file}: expected a list of templates, got {type(raw).__name__}")
+    problems: list[str] = []
+    templates: list[Template] = []
+    seen: set[tuple[str, str]] = set()
+    for index, entry in enumerate(raw):
+        label = f"entry {index}"
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            label += f" ({entry['name']}/{entry.get('language', '?')})"
+        try:
+            template = Template.model_validate(entry)
+        except ValidationError as exc:
+            for err in exc.errors():
+                where = ".".join(str(part) for part in err["loc"]) or "<entry>"
+                problems.append(f"{file}: {label}: {where}: {err['msg']}")
+            continue
+        key = (template.name, template.language)
+        if key in seen:
+            problems.append(f"{file}: {label}: duplicate template {key[0]!r} in {key[1]!r}")
+            continue
+        seen.add(key)
+        templates.append(template)
+    if problems:
+        raise TemplateFileError("\n".join(problems))
+    return templates
+
+
+# --------------------------------------------------------------------------- config
