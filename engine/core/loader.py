@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from schemas.campaign import CampaignDefinition
 from schemas.journey import JourneyDefinition, check_graph
+from schemas.yamlfile import YamlDocument, YamlInputError, parse_yaml, read_yaml_text
 
 Path_ = tuple[str | int, ...]
 
@@ -124,21 +125,35 @@ def _message(error: Any) -> str:
     return msg.removeprefix("Value error, ")
 
 
+def _problem(exc: YamlInputError) -> JourneyValidationError:
+    return JourneyValidationError([JourneyProblem(exc.file, exc.line, exc.column, "", exc.message)])
+
+
+def safe_load_yaml(text: str, filename: str = "<string>") -> YamlDocument:
+    """The one door for YAML a user wrote (journeys, campaigns, journey tests).
+
+    Refuses aliases, deep nesting, too many values and files over the size limit
+    (`schemas.yamlfile`), so a hostile file fails in bounded time and memory; raises
+    JourneyValidationError with FILE:LINE:COLUMN.
+    """
+    try:
+        return parse_yaml(text, filename)
+    except YamlInputError as exc:
+        raise _problem(exc) from None
+
+
+def read_yaml_file(path: str | Path) -> tuple[str, str]:
+    """Read a YAML file a user wrote, bounded in size: (text, filename) for `safe_load_yaml`."""
+    try:
+        return read_yaml_text(path), str(path)
+    except YamlInputError as exc:
+        raise _problem(exc) from None
+
+
 def _compose(text: str, filename: str, shape: str) -> tuple[dict[str, Any], _Marks]:
     """Parse YAML text into data and the position of every field; raise on bad YAML."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise JourneyValidationError(
-            [JourneyProblem(filename, line, col, "", f"invalid YAML: {exc.problem or exc}")]
-        ) from None
-    except yaml.YAMLError as exc:
-        raise JourneyValidationError(
-            [JourneyProblem(filename, 1, 1, "", f"invalid YAML: {exc}")]
-        ) from None
+    document = safe_load_yaml(text, filename)
+    node, data = document.node, document.data
     if node is None or not isinstance(data, dict):
         raise JourneyValidationError([JourneyProblem(filename, 1, 1, "", shape)])
     marks = _Marks()
@@ -223,21 +238,11 @@ def parse_campaign(text: str, filename: str = "<string>") -> CampaignDefinition:
     return campaign
 
 
-def _read(path: str | Path) -> tuple[str, str]:
-    p = Path(path)
-    try:
-        return p.read_text(encoding="utf-8"), str(p)
-    except OSError as exc:
-        raise JourneyValidationError(
-            [JourneyProblem(str(p), 1, 1, "", f"cannot read file: {exc.strerror}")]
-        ) from None
-
-
 def load_campaign(path: str | Path) -> CampaignDefinition:
     """Read and validate one campaign file."""
-    return parse_campaign(*_read(path))
+    return parse_campaign(*read_yaml_file(path))
 
 
 def load_journey(path: str | Path) -> JourneyDefinition:
     """Read and validate one journey file."""
-    return parse_journey(*_read(path))
+    return parse_journey(*read_yaml_file(path))

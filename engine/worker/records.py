@@ -53,6 +53,24 @@ def validation_reason(exc: ValidationError) -> str:
     return "invalid profile event: " + "; ".join(parts)
 
 
+def decode_profile_event(value: bytes | None) -> ProfileEvent:
+    """Validate a record's value as a profile event; raise BadRecord saying why not.
+
+    Any bytes give an event or a short reason, in time and memory bounded by
+    MAX_EVENT_BYTES: the size is checked before anything is parsed.
+    """
+    if not value:
+        raise BadRecord("empty record value")
+    if len(value) > MAX_EVENT_BYTES:
+        raise BadRecord(f"event too large: {len(value)} bytes (limit {MAX_EVENT_BYTES})")
+    try:
+        return ProfileEvent.model_validate_json(value)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise BadRecord("malformed JSON") from None
+        raise BadRecord(validation_reason(exc)) from None
+
+
 # prometheus_client's labels() takes a lock and builds a key per call: once per record here.
 @functools.cache
 def _processed(source: str, outcome: str) -> Any:
@@ -175,16 +193,7 @@ class RecordHandlers(RuntimeBase):
         now: datetime,
         pending: Pending,
     ) -> ProcessResult | None:
-        if not value:
-            raise BadRecord("empty record value")
-        if len(value) > MAX_EVENT_BYTES:
-            raise BadRecord(f"event too large: {len(value)} bytes (limit {MAX_EVENT_BYTES})")
-        try:
-            event = ProfileEvent.model_validate_json(value)
-        except ValidationError as exc:
-            if any(e["type"] == "json_invalid" for e in exc.errors()):
-                raise BadRecord("malformed JSON") from None
-            raise BadRecord(validation_reason(exc)) from None
+        event = decode_profile_event(value)
         if not key:
             raise BadRecord("record has no key: profile events are keyed by profile id")
         if key.decode("utf-8", "replace") != event.profile_id:

@@ -6,8 +6,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from schemas.yamlfile import YamlInputError, load_yaml_file
 
 PLACEHOLDER_RE = re.compile(r"\{\{\s*(\d+)\s*\}\}")
 BODY_MAX_CHARS = 1024
@@ -107,11 +108,9 @@ def load_templates(path: str | Path) -> list[Template]:
     """Read a YAML list of templates (or ``{templates: [...]}``); errors name the file and entry."""
     file = Path(path)
     try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise TemplateFileError(f"{file}: cannot read template file: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise TemplateFileError(f"{file}: not valid YAML: {exc}") from exc
+        raw = load_yaml_file(file).data
+    except YamlInputError as exc:
+        raise TemplateFileError(str(exc)) from None
     if isinstance(raw, dict) and "templates" in raw:
         raw = raw["templates"]
     if raw is None:
