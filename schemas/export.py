@@ -22,6 +22,7 @@ from schemas.deadletter import DeadLetter
 from schemas.deployment import JourneyDeployment
 from schemas.events import InboundMessage, ProfileEvent
 from schemas.journey import JourneyDefinition
+from schemas.journey_test import JourneyTestFile
 from schemas.messages import DeliveryEvent, SendRequest
 from schemas.state import JourneyInstance, ProfileState
 from schemas.steps import JourneyStepEvent
@@ -42,6 +43,7 @@ EXPORTED: dict[str, type[BaseModel]] = {
     "campaign-run-progress": RunProgress,
     "campaign-trigger": TriggerRequest,
     "audience-tick": AudienceTick,
+    "journey-test": JourneyTestFile,
 }
 
 JSON_DIR = Path(__file__).parent / "json"

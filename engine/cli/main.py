@@ -16,6 +16,7 @@ import orjson
 
 from engine.cli.campaign import campaign_group
 from engine.cli.report import report_command
+from engine.cli.test import test_command
 from engine.core.loader import JourneyValidationError, load_journey
 from engine.observability import configure_logging
 from schemas.settings import Settings
@@ -423,3 +424,4 @@ def tail(
 
 main.add_command(report_command)
 main.add_command(campaign_group)
+main.add_command(test_command)
