@@ -24,10 +24,10 @@ from engine.core.loader import (
     _compose,
     _duplicate_problems,
     _field_name,
-    _read,
     _sorted,
     _validation_problems,
     load_journey,
+    read_yaml_file,
 )
 from engine.testing.runner import Simulator
 from engine.testing.templates import TemplateBook
@@ -67,7 +67,7 @@ def find_test_files(paths: Iterable[str]) -> list[str]:
 
 def load_suite(path: str | Path) -> Suite:
     """Read and check one test file; raise JourneyValidationError listing every problem."""
-    return parse_suite(*_read(path))
+    return parse_suite(*read_yaml_file(path))
 
 
 def parse_suite(text: str, filename: str) -> Suite:
