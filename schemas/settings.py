@@ -19,6 +19,7 @@ _SECRET_FIELDS = (
     "whatsapp_verify_token",
     "kafka_sasl_password",
     "campaign_api_token",
+    "ingest_api_token",
 )
 
 
@@ -161,6 +162,19 @@ class Settings(BaseSettings):
         default=3600.0,
         ge=0,
         description="a scheduled run missed (workers down) by less than this still starts",
+    )
+
+    # HTTP ingestion API (journeyctl ingest)
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = Field(default=8090, ge=0, le=65535)
+    ingest_api_token: SecretStr | None = Field(
+        default=None, description="bearer token of POST /v1/events (secret); required"
+    )
+    ingest_produce_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=120,
+        description="how long a request waits for Kafka's acknowledgement before a 503",
     )
 
     # Logging

@@ -1,0 +1,1 @@
+"""The HTTP ingestion API (`journeyctl ingest`) and bulk import (`journeyctl import`)."""
