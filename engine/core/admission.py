@@ -4,7 +4,6 @@ ingestion API share, so an event the API accepts is an event the engine takes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from pydantic import ValidationError
@@ -30,31 +29,31 @@ def validation_reason(exc: ValidationError, what: str = "profile event") -> str:
     return f"invalid {what}: " + "; ".join(parts)
 
 
-def admit_profile_event(
-    value: bytes | None,
-    now: datetime,
-    *,
-    max_age: timedelta,
-    max_future: timedelta,
-    record_check: Callable[[ProfileEvent], str | None] | None = None,
-) -> ProfileEvent:
-    """The event in `value`, or InvalidEvent: empty, over MAX_EVENT_BYTES, not JSON, not a
-    ProfileEvent, refused by `record_check` (the record's key and partition, checked
-    before the time), or occurred outside [now - max_age, now + max_future]."""
+def parse_profile_event(value: bytes | None) -> ProfileEvent:
+    """The event in `value`, or InvalidEvent: empty, over MAX_EVENT_BYTES, not JSON, or not
+    a ProfileEvent.
+
+    Any bytes give an event or a short reason, in time and memory bounded by
+    MAX_EVENT_BYTES: the size is checked before anything is parsed."""
     if not value:
         raise InvalidEvent("empty record value")
     if len(value) > MAX_EVENT_BYTES:
         raise InvalidEvent(f"event too large: {len(value)} bytes (limit {MAX_EVENT_BYTES})")
     try:
-        event = ProfileEvent.model_validate_json(value)
+        return ProfileEvent.model_validate_json(value)
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise InvalidEvent("malformed JSON") from None
         raise InvalidEvent(validation_reason(exc)) from None
-    if record_check is not None:
-        problem = record_check(event)
-        if problem:
-            raise InvalidEvent(problem)
+
+
+def admit_profile_event(
+    value: bytes | None, now: datetime, *, max_age: timedelta, max_future: timedelta
+) -> ProfileEvent:
+    """`parse_profile_event`, and InvalidEvent if the event occurred outside
+    [now - max_age, now + max_future]: every check the engine makes of an event but the
+    record's (its key and partition)."""
+    event = parse_profile_event(value)
     reason = check_event_time(event, now, max_age=max_age, max_future=max_future)
     if reason:
         raise InvalidEvent(reason)

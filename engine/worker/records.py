@@ -16,6 +16,7 @@ import orjson
 import structlog
 from pydantic import ValidationError
 
+from engine.core.admission import InvalidEvent, parse_profile_event
 from engine.core.interpreter import (
     Effects,
     ProcessResult,
@@ -30,7 +31,7 @@ from engine.worker.batch import Pending
 from engine.worker.codec import state_from_bytes, state_record
 from schemas.common import json_bytes
 from schemas.deadletter import dead_letter_record
-from schemas.events import MAX_EVENT_BYTES, ProfileEvent
+from schemas.events import ProfileEvent
 from schemas.messages import DeliveryEvent
 from schemas.state import ProfileState
 
@@ -45,30 +46,13 @@ class BadRecord(Exception):
         self.reason = reason
 
 
-def validation_reason(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        parts.append(f"{loc}: {err['msg']}")
-    return "invalid profile event: " + "; ".join(parts)
-
-
 def decode_profile_event(value: bytes | None) -> ProfileEvent:
-    """Validate a record's value as a profile event; raise BadRecord saying why not.
-
-    Any bytes give an event or a short reason, in time and memory bounded by
-    MAX_EVENT_BYTES: the size is checked before anything is parsed.
-    """
-    if not value:
-        raise BadRecord("empty record value")
-    if len(value) > MAX_EVENT_BYTES:
-        raise BadRecord(f"event too large: {len(value)} bytes (limit {MAX_EVENT_BYTES})")
+    """Validate a record's value as a profile event (`parse_profile_event`); raise
+    BadRecord saying why not."""
     try:
-        return ProfileEvent.model_validate_json(value)
-    except ValidationError as exc:
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise BadRecord("malformed JSON") from None
-        raise BadRecord(validation_reason(exc)) from None
+        return parse_profile_event(value)
+    except InvalidEvent as exc:
+        raise BadRecord(exc.reason) from None
 
 
 # prometheus_client's labels() takes a lock and builds a key per call: once per record here.

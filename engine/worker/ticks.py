@@ -17,6 +17,7 @@ import structlog
 from pydantic import ValidationError
 
 from engine.campaigns.audience import AUDIENCE_TICKS
+from engine.core.admission import validation_reason
 from engine.core.interpreter import (
     ProcessResult,
     apply_audience,
@@ -27,7 +28,7 @@ from engine.observability import INSTANCES_LIVE, TIMER_LAG, TIMERS_PENDING
 from engine.streaming.produce import produce_batched
 from engine.worker.batch import Pending
 from engine.worker.codec import due_from_bytes
-from engine.worker.records import BadRecord, RecordHandlers, validation_reason
+from engine.worker.records import BadRecord, RecordHandlers
 from schemas.campaign import AudienceTick
 
 log = structlog.get_logger(__name__)
@@ -150,7 +151,7 @@ class DueTicks(RecordHandlers):
         try:
             tick = AudienceTick.model_validate(raw)
         except ValidationError as exc:
-            reason = validation_reason(exc).replace("profile event", "audience tick", 1)
+            reason = validation_reason(exc, "audience tick")
             raise BadRecord(reason) from None
         state = self._state_for(profile_id, pending)
         result = apply_audience(state, tick, self.catalog, now)
