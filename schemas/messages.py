@@ -35,9 +35,13 @@ class SkipReason(StrEnum):
 
 
 class DeliveryError(StrictModel):
-    """Why a message failed (Meta's code and title) or was skipped (`reason`)."""
+    """Why a message failed (Meta's code and title) or was skipped (`reason`).
 
-    code: int | None = None
+    `code` is Meta's error code, or `transport` when the Cloud API could not be reached
+    (refused, DNS, TLS, timeout); the title then names the cause and the host.
+    """
+
+    code: int | Literal["transport"] | None = None
     title: str
     retriable: bool = False
     reason: SkipReason | None = None

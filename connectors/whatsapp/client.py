@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import aiohttp
 import httpx
@@ -24,6 +24,7 @@ import yarl
 from prometheus_client import Counter
 
 from connectors.whatsapp.policy import mask_phone, mask_phones_in
+from connectors.whatsapp.transport import TRANSPORT_CODE, transport_title
 from schemas.messages import SendRequest
 from schemas.settings import Settings
 
@@ -48,7 +49,8 @@ _CODE_PREFIX = re.compile(r"^\(#\d+\)\s*")
 
 SENDS = Counter(
     "whatsapp_sends_total",
-    "Cloud API calls: status accepted, failed (Meta's error code) or error (no answer)",
+    "Cloud API calls: status accepted, failed (Meta's error code) or error (code transport:"
+    " no answer)",
     ["status", "code"],
 )
 _SENT_ACCEPTED = SENDS.labels(status="accepted", code="")  # looked up once, not per call
@@ -79,7 +81,7 @@ class SendOutcome:
 
     accepted: bool
     wamid: str | None = None
-    code: int | None = None
+    code: int | Literal["transport"] | None = None
     title: str | None = None
     details: str | None = None
     retriable: bool = False
@@ -345,15 +347,11 @@ class CloudApiClient:
         body = orjson.dumps(build_message(request))
         try:
             status, content = await self._poster.post(url, body)
-        except httpx.TimeoutException as exc:
-            return self._record(
-                request, SendOutcome(False, title=f"timeout: {type(exc).__name__}", retriable=True)
+        except httpx.TransportError as exc:  # timeouts included: no answer at all
+            outcome = SendOutcome(
+                False, code=TRANSPORT_CODE, title=transport_title(exc, url), retriable=True
             )
-        except httpx.TransportError as exc:
-            return self._record(
-                request,
-                SendOutcome(False, title=f"connection error: {type(exc).__name__}", retriable=True),
-            )
+            return self._record(request, outcome)
         if 200 <= status < 300:
             try:
                 wamid = orjson.loads(content)["messages"][0]["id"]

@@ -326,6 +326,10 @@ def _failure_code(error: Any) -> str:
     return "unknown" if code is None else str(code)
 
 
+def _failure_order(item: tuple[str, int]) -> tuple[bool, str]:
+    return item[0] != "transport", item[0]
+
+
 def _skip_reason(error: Any) -> str:
     reason = error.get("reason") if isinstance(error, dict) else None
     return "unknown" if reason is None else str(reason)
@@ -403,7 +407,8 @@ def _activity_report(
         sent=tally.sent,
         delivered=tally.delivered,
         read=tally.read,
-        failed=dict(sorted(activity.failed.items())),
+        # `transport` (the API was not reached) first, apart from Meta's codes.
+        failed=dict(sorted(activity.failed.items(), key=_failure_order)),
         skipped=dict(sorted(activity.skipped.items())),
         time_to_deliver=_timing(tally.deliver_seconds),
         time_to_read=_timing(tally.read_seconds),

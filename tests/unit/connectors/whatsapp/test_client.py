@@ -379,22 +379,26 @@ async def test_a_timeout_is_retriable(sandbox: Sandbox) -> None:
     finally:
         await api.aclose()
     assert not outcome.accepted and outcome.retriable
-    assert outcome.code is None and outcome.http_status is None
-    assert outcome.title is not None and outcome.title.startswith("timeout")
+    assert outcome.code == "transport" and outcome.http_status is None
+    assert outcome.title == f"read timeout to {sandbox.url.removeprefix('http://')}"
 
 
-async def test_a_connection_error_is_retriable() -> None:
+async def test_a_closed_port_is_a_transport_failure_named_with_its_host() -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     settings = Settings(whatsapp_api_url=f"http://127.0.0.1:{port}", whatsapp_token=TOKEN)
+    labels = {"cause": "connection refused", "host": f"127.0.0.1:{port}"}
+    before = REGISTRY.get_sample_value("whatsapp_transport_errors_total", labels) or 0.0
     api = CloudApiClient(settings)
     try:
         outcome = await api.send(request())
     finally:
         await api.aclose()
     assert not outcome.accepted and outcome.retriable
-    assert outcome.title is not None and outcome.title.startswith("connection error")
+    assert outcome.code == "transport"
+    assert outcome.title == f"connection refused to 127.0.0.1:{port}"
+    assert REGISTRY.get_sample_value("whatsapp_transport_errors_total", labels) == before + 1
 
 
 def test_classification_without_an_answer() -> None:
