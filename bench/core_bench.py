@@ -24,6 +24,7 @@ import pstats
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,11 +56,16 @@ def _catalog(wait: str) -> Any:
 def _effects_json(effects: Any) -> list[bytes]:
     """What the runtime's _collect serializes per effect."""
     models = (*effects.sends, *effects.steps)
-    try:
-        from schemas.common import json_bytes
-    except ImportError:  # a tree from before json_bytes
-        return [orjson.dumps(model.model_dump(mode="json")) for model in models]
-    return [json_bytes(model) for model in models]
+    import schemas.common
+
+    # record_json, json_bytes or model_dump: whichever the measured tree has.
+    def dumped(model: Any) -> bytes:
+        return orjson.dumps(model.model_dump(mode="json"))
+
+    dump: Callable[[Any], bytes] = getattr(
+        schemas.common, "record_json", getattr(schemas.common, "json_bytes", dumped)
+    )
+    return [dump(model) for model in models]
 
 
 def measure(profiles: int) -> dict[str, float]:

@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import cel
+import orjson
 import phonenumbers
 from pydantic import (
     AfterValidator,
@@ -48,6 +49,25 @@ def json_bytes(model: BaseModel) -> bytes:
     """The model's JSON as bytes: what `orjson.dumps(model.model_dump(mode="json"))` gives,
     from pydantic's serializer in one step (no dict in between, no str to encode)."""
     return model.__pydantic_serializer__.to_json(model)
+
+
+def _fields_of(value: Any) -> dict[str, Any]:
+    if isinstance(value, BaseModel):
+        return value.__dict__
+    raise TypeError(f"{type(value).__name__} is not a record field")
+
+
+def record_json(record: BaseModel) -> bytes:
+    """`json_bytes(record)` for the records the engine and connectors write per event
+    (SendRequest, DeliveryEvent, JourneyStepEvent and the models nested in them): orjson
+    over the fields, a fifth of pydantic's cost. Equal byte for byte only for models
+    without aliases, custom serializers or computed fields, whose values orjson writes as
+    pydantic does (tests/unit/schemas/test_record_json.py holds the record models to it).
+    A value orjson cannot write goes through pydantic's serializer instead."""
+    try:
+        return orjson.dumps(record.__dict__, default=_fields_of, option=orjson.OPT_UTC_Z)
+    except orjson.JSONEncodeError:
+        return json_bytes(record)
 
 
 class StrictModel(BaseModel):

@@ -29,7 +29,7 @@ from engine.observability import DEAD_LETTERS, EVENTS_PROCESSED, SENDS_REQUESTED
 from engine.worker.base import RuntimeBase
 from engine.worker.batch import Pending
 from engine.worker.codec import state_from_bytes, state_record
-from schemas.common import json_bytes
+from schemas.common import record_json
 from schemas.deadletter import dead_letter_record
 from schemas.events import ProfileEvent
 from schemas.messages import DeliveryEvent
@@ -260,7 +260,7 @@ class RecordHandlers(RuntimeBase):
         topics = self.topics
         for send in effects.sends:
             key = send.profile_id.encode()
-            pending.effects.append((topics.whatsapp_requests, key, json_bytes(send)))
+            pending.effects.append((topics.whatsapp_requests, key, record_json(send)))
             _sends_requested(send.journey_id).inc()
             pending.send_started.append(time.monotonic())
         for delivery in effects.deliveries:
@@ -268,7 +268,7 @@ class RecordHandlers(RuntimeBase):
                 (
                     topics.delivery_events,
                     delivery.profile_id.encode(),
-                    json_bytes(delivery),
+                    record_json(delivery),
                 )
             )
         for step in effects.steps:
@@ -276,7 +276,7 @@ class RecordHandlers(RuntimeBase):
                 (
                     topics.journey_steps,
                     step.profile_id.encode(),
-                    json_bytes(step),
+                    record_json(step),
                 )
             )
         for call in effects.http_calls:
