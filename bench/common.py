@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
 from schemas.settings import Settings
+from tests.support.builders import now_iso, phone
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts" / "bench"
@@ -349,43 +350,6 @@ async def deploy(stack: BenchStack, *journeys: str, root: Path = ROOT) -> None:
     out, _ = await asyncio.wait_for(proc.communicate(), 120)
     if proc.returncode != 0:
         raise BenchError(f"journeyctl deploy failed: {out.decode()[-2000:]}")
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def phone(i: int) -> str:
-    """A valid Spanish mobile number per profile (the sandbox accepts it)."""
-    return f"+3461{i % 10_000_000:07d}"
-
-
-def profile_event(
-    i: int,
-    run: str,
-    *,
-    event_type: str = "cart.abandoned",
-    occurred_at: str,
-    data: dict[str, Any] | None = None,
-    seq: int = 0,
-) -> tuple[bytes, bytes]:
-    """(key, value) of a realistic event: profile attributes plus the event's data."""
-    profile_id = f"p-{run}-{i}"
-    event = {
-        "event_id": f"e-{run}-{i}-{seq}",
-        "type": event_type,
-        "profile_id": profile_id,
-        "occurred_at": occurred_at,
-        "attributes": {
-            "phone": phone(i),
-            "first_name": ("Ana", "Luis", "Marta", "John", "Emma", "Pablo")[i % 6],
-            "language": "es" if i % 2 == 0 else "en",
-            "timezone": "Europe/Madrid",
-            "whatsapp_consent": "opted_in",
-        },
-        "data": data if data is not None else {"cart_total": 25 + i % 100, "items": 1 + i % 4},
-    }
-    return profile_id.encode(), orjson.dumps(event)
 
 
 def partition_of(key: bytes, partitions: int) -> int:

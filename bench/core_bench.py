@@ -32,8 +32,8 @@ from typing import Any
 
 import orjson
 
-from bench.common import profile_event
 from bench.engine_bench import journey
+from tests.support.builders import event_record
 
 
 def _deployment(wait: str) -> Any:
@@ -75,7 +75,7 @@ def measure(profiles: int) -> dict[str, float]:
 
     catalog = _catalog("1s")
     stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    raw = [profile_event(i, "core", occurred_at=stamp)[1] for i in range(profiles)]
+    raw = [event_record(i, "core", occurred_at=stamp)[1] for i in range(profiles)]
     now = datetime.now(UTC)
     later = now + timedelta(seconds=2)
     clock = time.perf_counter
@@ -166,7 +166,7 @@ def measure_runtime(runtime: Any, profiles: int, run: str, first: int) -> dict[s
     records = []
     due: dict[int, list[list[Any]]] = {}  # the due ticks' items, per partition
     for i in range(first, first + profiles):
-        key, value = profile_event(i, run, occurred_at=stamp)
+        key, value = event_record(i, run, occurred_at=stamp)
         partition = runtime._partition_of(key)
         records.append(_Record(_Message(events_topic, key, value, partition, i)))
         due.setdefault(partition, []).append([key.decode(), due_at])

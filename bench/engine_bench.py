@@ -28,49 +28,17 @@ from bench.common import (
     edge_timestamps,
     json_result,
     median,
-    now_iso,
     preload,
-    profile_event,
     read_topic,
     worker,
 )
-
-JOURNEY = """
-id: bench-cart
-name: Benchmark cart recovery
-entry:
-  event: cart.abandoned
-  condition: 'event.data.cart_total > 20'
-reentry: {mode: never}
-exit_on: [{event: order.placed}]
-timeout: 30d
-frequency_cap: {channel: whatsapp, max: 2, per: 1d}
-start: wait
-activities:
-  wait: {type: wait, duration: WAIT, next: pick-language}
-  pick-language:
-    type: condition
-    branches:
-      - {when: 'profile.language == "es"', next: send-es}
-    else: send-en
-  send-es:
-    type: whatsapp
-    template: cart_reminder
-    language: es
-    parameters: {body: ['profile.first_name', 'string(event.data.cart_total)']}
-    next: done
-  send-en:
-    type: whatsapp
-    template: cart_reminder
-    language: en
-    parameters: {body: ['profile.first_name', 'string(event.data.cart_total)']}
-    next: done
-  done: {type: end}
-"""
+from tests.support.builders import event_record, now_iso
+from tests.support.journeys import cart_recovery
 
 
 def journey(wait: str) -> str:
-    return JOURNEY.replace("WAIT", wait)
+    """examples/journeys/cart-recovery.yaml with a `wait` long wait, ending at the send."""
+    return cart_recovery("bench-cart", wait=wait)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +231,7 @@ async def run(broker: Broker, cfg: EngineConfig, log_dir: Path) -> dict[str, Any
         await preload(
             broker.bootstrap,
             settings.topic_profile_events,
-            (profile_event(i, run_id, occurred_at=stamp) for i in range(cfg.profiles)),
+            (event_record(i, run_id, occurred_at=stamp) for i in range(cfg.profiles)),
             settings.topic_partitions,
         )
         preload_seconds = time.monotonic() - t0

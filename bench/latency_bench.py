@@ -31,45 +31,18 @@ from bench.common import (
     deploy,
     edge_timestamps,
     machine_busy_seconds,
-    now_iso,
     paced_produce,
     percentile,
     preload,
-    profile_event,
     read_topic,
     received_at,
     worker,
 )
+from tests.support.builders import event_record, now_iso
+from tests.support.journeys import cart_recovery
 
-JOURNEY = """
-id: bench-now
-name: Benchmark immediate send
-entry:
-  event: cart.abandoned
-  condition: 'event.data.cart_total > 20'
-reentry: {mode: never}
-timeout: 30d
-start: pick-language
-activities:
-  pick-language:
-    type: condition
-    branches:
-      - {when: 'profile.language == "es"', next: send-es}
-    else: send-en
-  send-es:
-    type: whatsapp
-    template: cart_reminder
-    language: es
-    parameters: {body: ['profile.first_name', 'string(event.data.cart_total)']}
-    next: done
-  send-en:
-    type: whatsapp
-    template: cart_reminder
-    language: en
-    parameters: {body: ['profile.first_name', 'string(event.data.cart_total)']}
-    next: done
-  done: {type: end}
-"""
+# examples/journeys/cart-recovery.yaml without its wait: an event is sent on at once.
+JOURNEY = cart_recovery("bench-now", wait=None)
 
 CAP = 1000.0  # the connector's per-number cap (Meta's highest tier)
 
@@ -106,7 +79,7 @@ async def measure_max(
     await preload(
         broker.bootstrap,
         settings.topic_profile_events,
-        (profile_event(i, run_id, occurred_at=stamp) for i in range(count)),
+        (event_record(i, run_id, occurred_at=stamp) for i in range(count)),
         settings.topic_partitions,
     )
     async with OffsetWatch(broker.bootstrap, settings.topic_whatsapp_requests) as sends:
@@ -136,7 +109,7 @@ async def paced_phase(
 
     def make(i: int) -> tuple[bytes, bytes]:
         total = 50 if _entering(i, share) else 10  # the entry condition is cart_total > 20
-        return profile_event(
+        return event_record(
             i, run_id, occurred_at=now_iso(), data={"cart_total": total, "items": 1}
         )
 

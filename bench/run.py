@@ -426,7 +426,8 @@ def _engine_section(e: dict[str, Any] | None, plan: Plan) -> list[str]:
         "",
         "One engine worker (`journeyctl worker --role engine --no-web`, memory store) over "
         "profile events written to the topic beforehand, one per profile. The journey "
-        "(`bench/engine_bench.py`) has an entry condition, a 1 s wait, a condition on the "
+        "(`examples/journeys/cart-recovery.yaml`, ending at its send: "
+        "`tests/support/journeys.py`) has an entry condition, a 1 s wait, a condition on the "
         "profile and a WhatsApp step, so every event costs the engine one record in (the "
         "event; its timer fires from a tick record shared by the profiles due on its "
         "partition in that scan, tens at this rate) and about nine out (five step events, "

@@ -28,17 +28,16 @@ from bench.common import (
     Broker,
     OffsetWatch,
     Process,
-    now_iso,
     paced_produce,
     percentile,
     preload,
-    profile_event,
     read_topic,
     worker,
 )
 from bench.common import deploy as deploy_journeys
 from bench.engine_bench import journey
 from schemas.settings import Settings
+from tests.support.builders import event_record, now_iso
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +60,7 @@ async def _probe_seconds(
         await preload(
             broker.bootstrap,
             settings.topic_profile_events,
-            [profile_event(0, run_id, occurred_at=now_iso())],
+            [event_record(0, run_id, occurred_at=now_iso())],
             settings.topic_partitions,
         )
         got, _ = await steps.wait_for(before + 1, timeout=600, watch=[process], interval=0.1)
@@ -81,7 +80,7 @@ async def state_size(broker: Broker, cfg: TimersConfig, log_dir: Path) -> dict[s
         await preload(
             broker.bootstrap,
             settings.topic_profile_events,
-            (profile_event(i, run_id, occurred_at=stamp) for i in range(cfg.instances)),
+            (event_record(i, run_id, occurred_at=stamp) for i in range(cfg.instances)),
             settings.topic_partitions,
         )
         started = time.monotonic()
@@ -169,14 +168,14 @@ async def firing_lag(broker: Broker, cfg: TimersConfig, log_dir: Path) -> dict[s
             await preload(
                 broker.bootstrap,
                 settings.topic_profile_events,
-                [profile_event(0, f"warmup{run_id}", occurred_at=now_iso())],
+                [event_record(0, f"warmup{run_id}", occurred_at=now_iso())],
                 settings.topic_partitions,
             )
             await sends.wait_for(1, timeout=180, watch=[process], interval=0.2)
             sent, took = await paced_produce(
                 broker.bootstrap,
                 settings.topic_profile_events,
-                lambda i: profile_event(i, run_id, occurred_at=now_iso()),
+                lambda i: event_record(i, run_id, occurred_at=now_iso()),
                 rate=cfg.lag_rate,
                 seconds=cfg.lag_instances / cfg.lag_rate,
             )

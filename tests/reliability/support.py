@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ from engine.streaming.topics import ensure_topics
 from engine.worker.batch import BATCH_MAX as ENGINE_BATCH_MAX
 from engine.worker.ticks import DUE_TICK_MAX
 from schemas.settings import Settings
+from tests.support.builders import now_iso, phone, profile_event
+from tests.support.journeys import cart_recovery
 from tests.support.kafka import ROOT, Stack, Worker
 
 # Fake secrets with shapes no other string in a log could have, so a grep finds any leak.
@@ -62,67 +64,16 @@ activities:
   done: {type: end}
 """
 
-# A cart worth more than 20: wait, then one reminder; a smaller cart ends at once.
-CART = """\
-id: cart
-name: Cart recovery
-entry: {event: cart.abandoned}
-start: worth-it
-activities:
-  worth-it:
-    type: condition
-    branches: [{when: 'event.data.cart_total > 20.0', next: pause}]
-    else: done
-  pause: {type: wait, duration: WAIT, next: remind}
-  remind:
-    type: whatsapp
-    template: cart_reminder
-    language: es
-    parameters: {body: ['profile.first_name', 'string(event.data.cart_total)']}
-    next: done
-  done: {type: end}
-"""
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
-def phone_of(i: int) -> str:
-    """A valid Spanish mobile number per profile index (E.164)."""
-    return f"+3461{i:07d}"
-
-
-def event(
-    event_id: str,
-    type_: str,
-    profile_id: str,
-    *,
-    attributes: dict[str, Any] | None = None,
-    data: dict[str, Any] | None = None,
-    occurred_at: str | None = None,
-) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "event_id": event_id,
-        "type": type_,
-        "profile_id": profile_id,
-        "occurred_at": occurred_at or now_iso(),
-        "data": data or {},
-    }
-    if attributes is not None:
-        out["attributes"] = attributes
-    return out
-
 
 def signup(i: int, prefix: str = "p") -> tuple[str, dict[str, Any]]:
     pid = f"{prefix}-{i}"
     attributes = {
-        "phone": phone_of(i),
+        "phone": phone(i),
         "first_name": f"Name{i}",
         "language": "es",
         "whatsapp_consent": "opted_in",
     }
-    return pid, event(f"{pid}:signup", "user.signed_up", pid, attributes=attributes)
+    return pid, profile_event(f"{pid}:signup", "user.signed_up", pid, attributes=attributes)
 
 
 @dataclass(frozen=True)
@@ -139,8 +90,9 @@ def four_events_per_profile(
 ) -> tuple[list[tuple[str, dict[str, Any]]], Expected]:
     """Per profile: sign-up, abandoned cart, a page view and the sign-up published again.
 
-    Every even profile's cart is worth 42.5 (a reminder), every odd one's 12.5 (none); the
-    page view has no journey (processed, ignored) and the repeated sign-up is a duplicate.
+    Every even profile's cart is worth 42.5 (it enters the cart journey: a wait, then a
+    reminder), every odd one's 12.5 (below the entry condition: no instance); the page view
+    has no journey (processed, ignored) and the repeated sign-up is a duplicate.
     """
     records: list[tuple[str, dict[str, Any]]] = []
     exits: dict[str, str] = {}
@@ -151,17 +103,19 @@ def four_events_per_profile(
         total = 42.5 if i % 2 == 0 else 12.5
         records += [
             (pid, first),
-            (pid, event(f"{pid}:cart", "cart.abandoned", pid, data={"cart_total": total})),
-            (pid, event(f"{pid}:view", "page.viewed", pid, data={"url": "/shoes"})),
+            (pid, profile_event(f"{pid}:cart", "cart.abandoned", pid, data={"cart_total": total})),
+            (pid, profile_event(f"{pid}:view", "page.viewed", pid, data={"url": "/shoes"})),
             (pid, first),
         ]
-        welcome, cart = f"welcome:1:{pid}:1", f"cart:1:{pid}:1"
-        exits[welcome] = exits[cart] = "completed"
+        welcome = f"welcome:1:{pid}:1"
+        exits[welcome] = "completed"
         messages.add(f"welcome:1:{pid}:send:1")
         waits.add((welcome, "settle"))
         if total > 20:
-            messages.add(f"cart:1:{pid}:remind:1")
-            waits.add((cart, "pause"))
+            cart = f"cart:1:{pid}:1"
+            exits[cart] = "completed"
+            messages.add(f"cart:1:{pid}:send-es:1")
+            waits.add((cart, "wait"))
     return records, Expected(exits, frozenset(messages), frozenset(waits))
 
 
@@ -683,7 +637,7 @@ async def journeys_with_waits(
     test's) gets the sandbox's signed status webhooks, as Meta's reach ours."""
     sandbox = await start_sandbox()
     stack = reliability_stack(kafka_bootstrap, unique, {"WHATSAPP_API_URL": sandbox.url, **extra})
-    await deploy(stack, WELCOME.replace("WAIT", "3s"), CART.replace("WAIT", "2s"))
+    await deploy(stack, WELCOME.replace("WAIT", "3s"), cart_recovery("cart", wait="2s"))
     if start_receiver is not None:
         url = await start_receiver(stack.settings)
         sandbox.state.config = sandbox.state.config.model_copy(update={"webhook_url": url})

@@ -34,12 +34,11 @@ from tests.reliability.support import (
     APP_SECRET,
     TopicTail,
     deploy,
-    event,
     open_tail,
-    phone_of,
     reliability_stack,
     signup,
 )
+from tests.support.builders import phone, profile_event
 from tests.support.kafka import ROOT, Stack, Worker, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -135,7 +134,7 @@ def _exact(text: str) -> str:
     return re.escape(text)
 
 
-LARGE = _json(event("e-large", "ping", "p-large", data={"blob": "x" * 70_000}))
+LARGE = _json(profile_event("e-large", "ping", "p-large", data={"blob": "x" * 70_000}))
 
 CASES = [
     Case(
@@ -180,21 +179,21 @@ CASES = [
     Case(
         "far_future",
         "p-future",
-        _json(event("e-future", "ping", "p-future", occurred_at=_at(timedelta(days=2)))),
+        _json(profile_event("e-future", "ping", "p-future", occurred_at=_at(timedelta(days=2)))),
         "dead_letter",
         r"event 'e-future' occurred at \S+, more than 1h after \S+: check the sender's clock",
     ),
     Case(
         "far_past",
         "p-past",
-        _json(event("e-past", "ping", "p-past", occurred_at="2020-01-01T00:00:00Z")),
+        _json(profile_event("e-past", "ping", "p-past", occurred_at="2020-01-01T00:00:00Z")),
         "dead_letter",
         r"event 'e-past' occurred at 2020-01-01T00:00:00\+00:00, more than 91d before \S+",
     ),
     Case(
         "phone_not_e164",
         "p-phone",
-        _json(event("e-phone", "ping", "p-phone", attributes={"phone": "600111222"})),
+        _json(profile_event("e-phone", "ping", "p-phone", attributes={"phone": "600111222"})),
         "dead_letter",
         _exact(
             "invalid profile event: attributes.phone: Value error, phone numbers must be in "
@@ -204,14 +203,14 @@ CASES = [
     Case(
         "unknown_event_type",
         "p-unknown",
-        _json(event("e-unknown", "nobody.listens", "p-unknown")),
+        _json(profile_event("e-unknown", "nobody.listens", "p-unknown")),
         "ignored",
         "",
     ),
     Case(
         "jump_to_unknown_journey",
         "p-jump",
-        _json(event("e-jump", "jump.requested", "p-jump")),
+        _json(profile_event("e-jump", "jump.requested", "p-jump")),
         "step",
         _exact("jump target 'nowhere' not found"),
         {"journey": "jumper", "activity": "hop", "outcome": "target_not_found", "exit": "error"},
@@ -219,7 +218,7 @@ CASES = [
     Case(
         "cel_missing_field_takes_on_error",
         "p-cel-missing",
-        _json(event("e-cel-missing", "cel.missing", "p-cel-missing", data={"items": 3})),
+        _json(profile_event("e-cel-missing", "cel.missing", "p-cel-missing", data={"items": 3})),
         "step",
         _exact(
             "expression 'event.data.cart.total > 3.0' failed: no such key 'cart' "
@@ -230,7 +229,7 @@ CASES = [
     Case(
         "cel_wrong_type_ends_with_error",
         "p-cel-type",
-        _json(event("e-cel-type", "cel.type", "p-cel-type", data={"total": "a lot"})),
+        _json(profile_event("e-cel-type", "cel.type", "p-cel-type", data={"total": "a lot"})),
         "step",
         r"expression 'event\.data\.total > 3\.0' failed: No such overload: .*",
         {"journey": "cel-type", "activity": "check", "outcome": "error", "exit": "error"},
@@ -239,11 +238,11 @@ CASES = [
         "template_parameter_renders_empty",
         "p-tpl",
         _json(
-            event(
+            profile_event(
                 "e-tpl",
                 "tpl.empty",
                 "p-tpl",
-                attributes={"phone": phone_of(1), "whatsapp_consent": "opted_in", "nickname": " "},
+                attributes={"phone": phone(1), "whatsapp_consent": "opted_in", "nickname": " "},
             )
         ),
         "skipped",
@@ -255,7 +254,7 @@ DEAD = [c for c in CASES if c.outcome == "dead_letter"]
 
 
 def ping(key: str, n: int) -> tuple[str, bytes]:
-    return key, _json(event(f"ping-{key}-{n}", "ping", key))
+    return key, _json(profile_event(f"ping-{key}-{n}", "ping", key))
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 What "twice" means for step records (delivered at least once): see Outcome.check.
 
-Given the welcome journey (wait 3s, then a message) and the cart journey (a cart over 20
-waits 2s, then a reminder) and four events per profile (sign-up, cart, a page view nobody
+Given the welcome journey (wait 3s, then a message) and the cart-recovery example (a cart
+over 20 waits 2s, then a reminder) and four events per profile (sign-up, cart, a page view nobody
 listens to, the sign-up published again), a worker running the engine and the WhatsApp
 connector is killed with SIGKILL while timers are pending and sends are in flight.
 """
@@ -31,7 +31,7 @@ from tests.support.kafka import produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# 5,000 profiles x 4 events = 20,000 events, 10,000 instances, 7,500 messages.
+# 5,000 profiles x 4 events = 20,000 events, 7,500 instances, 7,500 messages.
 PROFILES = int(os.environ.get("RELIABILITY_PROFILES", "5000"))
 # Two workers: 10,000 events (the takeover, not the volume, is the point).
 SHARED_PROFILES = int(os.environ.get("RELIABILITY_SHARED_PROFILES", "2500"))

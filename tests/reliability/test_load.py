@@ -21,12 +21,11 @@ from tests.reliability.support import (
     RssSampler,
     check_alive,
     deploy,
-    event,
-    phone_of,
     reliability_stack,
     report,
     topic_partitions,
 )
+from tests.support.builders import phone, profile_event
 from tests.support.kafka import Stack, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -107,8 +106,10 @@ def promo_events(count: int) -> list[tuple[str, dict[str, object]]]:
     out: list[tuple[str, dict[str, object]]] = []
     for i in range(count):
         pid = f"c-{i}"
-        attributes = {"phone": phone_of(i), "first_name": f"N{i}", "whatsapp_consent": "opted_in"}
-        out.append((pid, event(f"{pid}:promo", "promo.targeted", pid, attributes=attributes)))
+        attributes = {"phone": phone(i), "first_name": f"N{i}", "whatsapp_consent": "opted_in"}
+        out.append(
+            (pid, profile_event(f"{pid}:promo", "promo.targeted", pid, attributes=attributes))
+        )
     return out
 
 

@@ -22,10 +22,10 @@ from tests.reliability.conftest import OpenTail, StartReceiver, StartSandbox, St
 from tests.reliability.support import (
     TopicTail,
     duplicates,
-    phone_of,
     reliability_stack,
     report,
 )
+from tests.support.builders import phone
 from tests.support.kafka import produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -55,7 +55,7 @@ def send_request(phase: str, i: int) -> SendRequest:
         journey_version=1,
         activity_id="send",
         profile_id=pid,
-        to=phone_of(i),
+        to=phone(i),
         consent="opted_in",
         template="welcome",
         language="es",

@@ -33,12 +33,11 @@ from tests.reliability.support import (
     TOKEN,
     VERIFY_TOKEN,
     deploy,
-    event,
-    phone_of,
     reliability_stack,
     report,
     signup,
 )
+from tests.support.builders import phone, profile_event
 from tests.support.kafka import ROOT, Stack, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -261,14 +260,24 @@ async def test_no_log_line_shows_a_phone_number_or_a_secret(
     worker = workers(stack, "worker")
 
     people = [signup(900 + i) for i in range(5)]
-    phones = [phone_of(900 + i) for i in range(5)] + [phone_of(990), phone_of(991)]
+    phones = [phone(900 + i) for i in range(5)] + [phone(990), phone(991)]
     records: list[tuple[str, Any]] = [*people]
     # A new phone for one profile (the phone index), and a phone that is not E.164.
     records.append(
-        ("p-900", event("p-900:moved", "profile.updated", "p-900", attributes={"phone": phones[5]}))
+        (
+            "p-900",
+            profile_event(
+                "p-900:moved", "profile.updated", "p-900", attributes={"phone": phones[5]}
+            ),
+        )
     )
     records.append(
-        ("p-bad", event("p-bad:1", "user.signed_up", "p-bad", attributes={"phone": "34610000991"}))
+        (
+            "p-bad",
+            profile_event(
+                "p-bad:1", "user.signed_up", "p-bad", attributes={"phone": "34610000991"}
+            ),
+        )
     )
     async with httpx.AsyncClient(base_url=sandbox_url, trust_env=False, timeout=10) as http:
         # Two calls fail first (logged with the recipient), then go through on retry.
@@ -303,10 +312,10 @@ async def test_no_log_line_shows_a_phone_number_or_a_secret(
     leaks = []
     for name, text in logs.items():
         for number, line in enumerate(text.splitlines(), 1):
-            for phone in phones:
+            for shown in phones:
                 # E.164 and Meta's wa_id (the same digits without '+').
-                if phone in line or phone[1:] in line:
-                    leaks.append(f"{name}:{number}: phone {phone}: {line[:300]}")
+                if shown in line or shown[1:] in line:
+                    leaks.append(f"{name}:{number}: phone {shown}: {line[:300]}")
             for what, value in secrets.items():
                 if value in line:
                     leaks.append(f"{name}:{number}: {what}: {line[:300]}")

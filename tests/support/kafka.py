@@ -158,26 +158,3 @@ async def collect(
     finally:
         await consumer.stop()
     return out
-
-
-def profile_event(
-    event_id: str,
-    type_: str,
-    profile_id: str,
-    *,
-    attributes: dict[str, Any] | None = None,
-    data: dict[str, Any] | None = None,
-    occurred_at: str | None = None,
-) -> dict[str, Any]:
-    from datetime import UTC, datetime
-
-    event: dict[str, Any] = {
-        "event_id": event_id,
-        "type": type_,
-        "profile_id": profile_id,
-        "occurred_at": occurred_at or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        "data": data or {},
-    }
-    if attributes is not None:
-        event["attributes"] = attributes
-    return event

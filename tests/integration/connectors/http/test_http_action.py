@@ -9,7 +9,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.integration.engine.worker.test_engine_flow import deploy
-from tests.support.kafka import Stack, Worker, collect, produce, profile_event
+from tests.support.builders import profile_event
+from tests.support.kafka import Stack, Worker, collect, produce
 
 pytestmark = pytest.mark.integration
 

@@ -28,7 +28,8 @@ from engine.campaigns.audience import next_campaign_deployment, read_runs
 from engine.core.loader import parse_campaign, parse_journey
 from engine.streaming.registry import next_deployment, publish_deployments, read_deployments
 from engine.streaming.topics import ensure_topics
-from tests.support.kafka import ROOT, Stack, Worker, collect, produce, profile_event
+from tests.support.builders import profile_event
+from tests.support.kafka import ROOT, Stack, Worker, collect, produce
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from tests.support.kafka import Stack, collect, produce, profile_event
+from tests.support.builders import profile_event
+from tests.support.kafka import Stack, collect, produce
 
 pytestmark = pytest.mark.integration
 

@@ -31,7 +31,8 @@ from engine.streaming.produce import murmur2
 from engine.streaming.topics import TopicSpec, ensure_topics
 from schemas.settings import Settings
 from tests.integration.engine.worker.test_engine_flow import deploy
-from tests.support.kafka import ROOT, Stack, Worker, collect, profile_event
+from tests.support.builders import profile_event
+from tests.support.kafka import ROOT, Stack, Worker, collect
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,8 @@ import pytest
 from engine.core.loader import parse_journey
 from engine.streaming.registry import next_deployment, publish_deployments
 from engine.streaming.topics import ensure_topics
-from tests.support.kafka import Stack, Worker, collect, produce, profile_event
+from tests.support.builders import profile_event
+from tests.support.kafka import Stack, Worker, collect, produce
 
 pytestmark = pytest.mark.integration
 
