@@ -41,6 +41,16 @@ def _mask_value(key: str, value: Any) -> Any:
     return value
 
 
+def mask_json(value: Any, key: str = "") -> Any:
+    """A JSON value with every phone number and secret masked, as the logs mask them:
+    what the console and `journeyctl inspect` show of attributes and records."""
+    if isinstance(value, dict):
+        return {k: mask_json(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_json(v, key) for v in value]
+    return _mask_value(key, value)
+
+
 def mask_sensitive(
     _: Any, __: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:

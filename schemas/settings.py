@@ -20,6 +20,7 @@ _SECRET_FIELDS = (
     "kafka_sasl_password",
     "campaign_api_token",
     "ingest_api_token",
+    "console_token",
 )
 
 
@@ -57,6 +58,16 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".journey-data")
     worker_web_port: int = 6066
     worker_web_host: str = "127.0.0.1"
+    worker_web_url: str | None = Field(
+        default=None,
+        description="how the other workers reach this one's web port (profile lookups are "
+        "routed to the worker that owns the profile); default http://WORKER_WEB_HOST:PORT",
+    )
+    console_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token of the console and its /api/ (secret); needed to serve them "
+        "on a non-loopback WORKER_WEB_HOST",
+    )
     topic_replication_factor: int = Field(default=1, ge=1)
     kafka_session_timeout_seconds: float = Field(
         default=10.0, ge=6, description="how soon a dead worker's partitions move to another"
@@ -192,6 +203,10 @@ class Settings(BaseSettings):
             if path and not values.get(name) and not os.environ.get(name.upper()):
                 values[name] = Path(path).read_text(encoding="utf-8").strip()
         return values
+
+    def worker_url(self) -> str:
+        """This worker's web address as other workers and `journeyctl inspect` use it."""
+        return self.worker_web_url or f"http://{self.worker_web_host}:{self.worker_web_port}"
 
     def in_flight_limit(self) -> int:
         """Calls the connector keeps open at once (WHATSAPP_MAX_IN_FLIGHT, else derived).

@@ -16,6 +16,7 @@ import orjson
 
 from engine.cli.campaign import campaign_group
 from engine.cli.ingest import ingest_command
+from engine.cli.inspect import inspect_command
 from engine.cli.report import report_command
 from engine.cli.test import test_command
 from engine.core.loader import JourneyValidationError, load_journey
@@ -424,6 +425,7 @@ def tail(
 
 
 main.add_command(report_command)
+main.add_command(inspect_command)
 main.add_command(campaign_group)
 main.add_command(test_command)
 main.add_command(ingest_command)

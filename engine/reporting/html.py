@@ -5,7 +5,7 @@ No script and no network: the layout is computed here, so a page opens anywhere.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -60,8 +60,11 @@ def _layers(definition: JourneyDefinition) -> tuple[dict[str, int], list[Edge]]:
     return layer, [Edge("entry", definition.start, "", False), *edges]
 
 
-def journey_svg(definition: JourneyDefinition, counts: dict[str, int] | None = None) -> str:
-    """The journey as an SVG drawing; `counts` by activity id are shown on the nodes."""
+def journey_svg(
+    definition: JourneyDefinition, counts: Mapping[str, int | str] | None = None
+) -> str:
+    """The journey as an SVG drawing; `counts` by activity id (a number, or a short text
+    such as the console's "3 now · 12 passed") are shown on the nodes."""
     layer, edges = _layers(definition)
     layer_of = layer
     rows: dict[int, list[str]] = {}
@@ -117,7 +120,8 @@ def journey_svg(definition: JourneyDefinition, counts: dict[str, int] | None = N
         kind = "entry" if node == "entry" else definition.activities[node].type
         label = entry if node == "entry" else activity_label(node, definition.activities[node])
         rx = 23 if kind in ("entry", "end", "whatsapp") else 6
-        count = "" if counts is None or node not in counts else f"{counts[node]:,}"
+        value = None if counts is None else counts.get(node)
+        count = "" if value is None else value if isinstance(value, str) else f"{value:,}"
         parts.append(
             f'<g class="node" data-activity="{escape(node)}" data-type="{kind}">'
             f'<rect x="{x:.0f}" y="{y:.0f}" width="{NODE_W}" height="{NODE_H}" rx="{rx}" '

@@ -15,6 +15,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engine.campaigns.audience import register_trigger_api
+from engine.console.api import register_console
 from engine.streaming.drain import drain_messages
 from engine.streaming.topics import ensure_topics
 from engine.worker.gctuning import tune_gc
@@ -164,6 +165,7 @@ def create_app(settings: Settings, roles: frozenset[str] = ROLES, *, web: bool =
         web_enabled=web,
         web_port=settings.worker_web_port,
         web_bind=settings.worker_web_host,
+        canonical_url=settings.worker_url(),  # faust's table routing sends lookups here
         autodiscover=False,
     )
     transport = EngineTransport(app.conf.broker_consumer, app)
@@ -197,6 +199,7 @@ def create_app(settings: Settings, roles: frozenset[str] = ROLES, *, web: bool =
         # Served by each engine worker: it has the catalog (404, 409) and a producer; behind
         # a load balancer any worker answers.
         register_trigger_api(app, runtime.audience, settings)
+        register_console(app, runtime, settings)
     if "whatsapp" in roles:
         from connectors import whatsapp
 

@@ -1,0 +1,1 @@
+"""Operators' view inside the running engine: profile lookup, `journeyctl inspect`, the web console."""
