@@ -18,6 +18,7 @@ from engine.cli.campaign import campaign_group
 from engine.cli.ingest import ingest_command
 from engine.cli.inspect import inspect_command
 from engine.cli.report import report_command
+from engine.cli.simulate import simulate_command
 from engine.cli.test import test_command
 from engine.core.loader import JourneyValidationError, load_journey
 from engine.observability import configure_logging
@@ -429,3 +430,4 @@ main.add_command(inspect_command)
 main.add_command(campaign_group)
 main.add_command(test_command)
 main.add_command(ingest_command)
+main.add_command(simulate_command)

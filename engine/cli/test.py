@@ -16,18 +16,9 @@ from pathlib import Path
 import click
 
 from engine.core.loader import JourneyProblem, JourneyValidationError
-from engine.testing.expect import CaseResult, iso, run_suite
-from engine.testing.runner import Trace
+from engine.testing.expect import CaseResult, run_suite
+from engine.testing.show import masked, timeline_lines
 from engine.testing.suite import find_test_files, load_suite
-
-
-def timeline_lines(trace: Trace) -> list[str]:
-    """The trace as `time  journey/activity  what  detail` rows."""
-    rows = []
-    for line in trace.timeline:
-        where = f"{line.journey_id}/{line.activity_id}" if line.journey_id else ""
-        rows.append(f"{iso(line.at)}  {where:<28} {line.what:<24} {line.detail}".rstrip())
-    return rows
 
 
 @click.command("test")
@@ -70,7 +61,7 @@ def _print(result: CaseResult, verbose: bool) -> None:
     click.echo(f"{mark}  {result.file}  {result.name}  ({result.seconds * 1000:.1f} ms)")
     for mismatch in result.mismatches:
         for line in mismatch.lines():
-            click.echo(f"      {line}")
+            click.echo(f"      {masked(line)}")
     if verbose:
         for line in timeline_lines(result.trace):
             click.echo(f"      | {line}")

@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from engine.testing.runner import Call, Message, Skip, Trace
+from engine.testing.show import iso
 from engine.testing.suite import Suite
 from schemas.journey_test import ExpectedHttp, ExpectedMessage, ExpectedSkip, TestCase
 
@@ -141,10 +141,6 @@ def _skip_matches(expected: ExpectedSkip, actual: Skip, label: str) -> bool:
 
 def _http_matches(expected: ExpectedHttp, actual: Call, label: str) -> bool:
     return expected.activity == label and _given(expected, actual, ("method", "url", "body"))
-
-
-def iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _message(m: ExpectedMessage | Message, label: str) -> str:
