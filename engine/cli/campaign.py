@@ -10,41 +10,29 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 from pydantic import ValidationError
 
-from engine.core.loader import JourneyValidationError, load_campaign
-from schemas.campaign import CampaignDefinition, CampaignRun, TriggerRequest
+from engine.campaigns.schedule import describe, next_occurrence, one_off_time
+from engine.cli.common import (
+    EXIT_INVALID,
+    EXIT_NOT_FOUND,
+    fail,
+    load_files,
+    load_settings,
+    run_kafka,
+)
+from engine.core.loader import load_campaign
+from engine.streaming.registry import publish_deployments, read_deployments, with_status
+from engine.streaming.topics import ensure_topics
+from schemas.campaign import CampaignRun, TriggerRequest
 from schemas.deployment import JourneyDeployment
 
 if TYPE_CHECKING:
     from engine.campaigns.audience import RunRegistry
-
-
-def _cli() -> ModuleType:
-    # engine.cli.main adds this group to `journeyctl`, so it is imported when it is used.
-    import engine.cli.main as cli
-
-    return cli
-
-
-def _load_all(files: tuple[str, ...]) -> list[tuple[str, CampaignDefinition]]:
-    loaded, problems = [], []
-    for f in files:
-        try:
-            loaded.append((f, load_campaign(f)))
-        except JourneyValidationError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        for p in problems:
-            click.echo(str(p), err=True)
-        files_wrong = len({p.file for p in problems})
-        _cli()._fail(f"{len(problems)} problem(s) in {files_wrong} file(s)", _cli().EXIT_INVALID)
-    return loaded
 
 
 def _campaigns(deployments: dict[str, JourneyDeployment]) -> list[JourneyDeployment]:
@@ -66,9 +54,7 @@ def campaign_group() -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 def validate(files: tuple[str, ...]) -> None:
     """Check campaign YAML files; print FILE:LINE:COLUMN: field: message for each problem."""
-    from engine.campaigns.schedule import describe
-
-    for f, campaign in _load_all(files):
+    for f, campaign in load_files(files, load_campaign):
         click.echo(f"ok  {f}  ({campaign.id}, {describe(campaign.schedule)})")
 
 
@@ -81,13 +67,9 @@ def deploy(files: tuple[str, ...], deployed_by: str | None) -> None:
     Deploying a cancelled campaign again makes it active again.
     """
     from engine.campaigns.audience import next_campaign_deployment
-    from engine.campaigns.schedule import describe, next_occurrence, one_off_time
-    from engine.streaming.registry import publish_deployments, read_deployments
-    from engine.streaming.topics import ensure_topics
 
-    cli = _cli()
-    settings = cli._settings()
-    loaded = _load_all(files)
+    settings = load_settings()
+    loaded = load_files(files, load_campaign)
 
     async def go() -> list[str]:
         await ensure_topics(settings)
@@ -119,11 +101,11 @@ def deploy(files: tuple[str, ...], deployed_by: str | None) -> None:
         await publish_deployments(settings, records)
         return lines
 
-    lines = cli._run_kafka(go(), settings)
+    lines = run_kafka(go(), settings)
     for line in lines:
         click.echo(line, err=line.startswith("error:"))
     if lines and lines[0].startswith("error:"):
-        raise SystemExit(cli.EXIT_INVALID)
+        raise SystemExit(EXIT_INVALID)
 
 
 @campaign_group.command("list")
@@ -131,16 +113,13 @@ def deploy(files: tuple[str, ...], deployed_by: str | None) -> None:
 def list_(as_json: bool) -> None:
     """List deployed campaigns: status, schedule, next run and runs so far."""
     from engine.campaigns.audience import read_runs
-    from engine.campaigns.schedule import describe, next_occurrence
-    from engine.streaming.registry import read_deployments
 
-    cli = _cli()
-    settings = cli._settings()
+    settings = load_settings()
 
     async def go() -> tuple[dict[str, JourneyDeployment], RunRegistry]:
         return await read_deployments(settings), await read_runs(settings)
 
-    deployments, registry = cli._run_kafka(go(), settings)
+    deployments, registry = run_kafka(go(), settings)
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
     for dep in _campaigns(deployments):
@@ -218,10 +197,8 @@ def trigger(
 ) -> None:
     """Start a run of a campaign: its whole audience, or the profiles named."""
     from engine.campaigns.audience import plan_trigger, publish_run, read_runs, trigger_refusal
-    from engine.streaming.registry import read_deployments
 
-    cli = _cli()
-    settings = cli._settings()
+    settings = load_settings()
     try:
         context = orjson.loads(context_json) if context_json else {}
         request = TriggerRequest(
@@ -231,7 +208,7 @@ def trigger(
             context=context,
         )
     except (orjson.JSONDecodeError, ValidationError) as exc:
-        cli._fail(f"invalid trigger: {exc}", cli.EXIT_INVALID)
+        fail(f"invalid trigger: {exc}", EXIT_INVALID)
 
     async def go() -> tuple[int, str]:
         deployed = (await read_deployments(settings)).get(campaign_id)
@@ -249,11 +226,11 @@ def trigger(
         again = " (again: nobody gets it twice)" if existing is not None else ""
         return 202, f"triggered {campaign_id} run {run.run_id} for {who}{again}"
 
-    status, message = cli._run_kafka(go(), settings)
+    status, message = run_kafka(go(), settings)
     if status == 404:
-        cli._fail(message, cli.EXIT_NOT_FOUND)
+        fail(message, EXIT_NOT_FOUND)
     if status != 202:
-        cli._fail(message, cli.EXIT_INVALID)
+        fail(message, EXIT_INVALID)
     click.echo(message)
 
 
@@ -266,10 +243,8 @@ def cancel(campaign_id: str, run_id: str | None) -> None:
     Workers stop fanning the run out, and work already queued for it is skipped.
     """
     from engine.campaigns.audience import publish_run, read_runs
-    from engine.streaming.registry import publish_deployments, read_deployments, with_status
 
-    cli = _cli()
-    settings = cli._settings()
+    settings = load_settings()
 
     async def go() -> str:
         deployed = (await read_deployments(settings)).get(campaign_id)
@@ -300,13 +275,13 @@ def cancel(campaign_id: str, run_id: str | None) -> None:
         return f"{campaign_id} run {run_id} is cancelled"
 
     try:
-        message = cli._run_kafka(go(), settings)
+        message = run_kafka(go(), settings)
     except ValidationError as exc:
-        cli._fail(f"invalid run id: {exc.errors()[0]['msg']}", cli.EXIT_INVALID)
+        fail(f"invalid run id: {exc.errors()[0]['msg']}", EXIT_INVALID)
     if not message:
-        cli._fail(
+        fail(
             f"no campaign {campaign_id!r} is deployed (see `journeyctl campaign list`)",
-            cli.EXIT_NOT_FOUND,
+            EXIT_NOT_FOUND,
         )
     click.echo(message)
 

@@ -7,7 +7,6 @@ Kafka; engine.console.timeline merges them. engine/cli/main.py adds it with one 
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +17,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from engine.cli.common import EXIT_INVALID, EXIT_NOT_FOUND, fail, load_settings, run_kafka
 from engine.cli.report import parse_moment
 from engine.console.records import read_profile_records
 from engine.console.timeline import inspection
@@ -105,33 +105,19 @@ def inspect_command(
     """Why a profile got (or did not get) each journey's messages: its state, its recent
     steps, deliveries and dead letters as one timeline, and one line per journey.
     CONSOLE_TOKEN is sent to the worker when set. Phone numbers are masked."""
-    from aiokafka.errors import KafkaConnectionError, KafkaError
-
-    from engine.cli.main import (
-        EXIT_INVALID,
-        EXIT_KAFKA,
-        EXIT_NOT_FOUND,
-        _fail,
-        _settings,
-        _unreachable,
-    )
-
     if fmt not in FORMATS:
-        _fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}", EXIT_INVALID)
+        fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}", EXIT_INVALID)
     try:
         start = parse_moment(since, datetime.now(UTC))
     except ValueError as exc:
-        _fail(f"--since: {exc} (use 2026-11-24T10:00:00Z or 7d)", EXIT_INVALID)
-    settings = _settings()
+        fail(f"--since: {exc} (use 2026-11-24T10:00:00Z or 7d)", EXIT_INVALID)
+    settings = load_settings()
     state, warning = fetch_state(settings, worker or settings.worker_url(), profile_id, timeout)
     if warning:
         click.echo(f"warning: {warning}", err=True)
-    try:
-        records = asyncio.run(read_profile_records(settings, profile_id, start, timeout=timeout))
-    except (KafkaConnectionError, OSError) as exc:
-        _fail(_unreachable(settings, exc), EXIT_KAFKA)
-    except KafkaError as exc:
-        _fail(f"Kafka error: {exc}", EXIT_KAFKA)
+    records = run_kafka(
+        read_profile_records(settings, profile_id, start, timeout=timeout), settings, timeout=None
+    )
     for topic in records.truncated:
         click.echo(f"warning: {topic} was not read whole; give a shorter --since", err=True)
     if (
@@ -139,7 +125,7 @@ def inspect_command(
         and not warning
         and not (records.steps or records.deliveries or records.dead_letters)
     ):
-        _fail(f"no profile {profile_id!r}: no state and no record since {since}", EXIT_NOT_FOUND)
+        fail(f"no profile {profile_id!r}: no state and no record since {since}", EXIT_NOT_FOUND)
     result = inspection(profile_id, state, records, since=start.isoformat())
     if fmt == "json":
         click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())

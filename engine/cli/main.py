@@ -1,83 +1,48 @@
 """`journeyctl`: validate, deploy and operate journeys; run the worker, webhook and sandbox.
 
-Exit codes: 0 ok, 1 invalid input, 2 cannot reach Kafka, 3 not found, 4 other failure.
+Exit codes are engine/cli/common.py's: 0 ok, 1 invalid input, 2 cannot reach Kafka, 3 not
+found, 4 other failure. Commands that need faust or aiohttp import them when they run, so
+the others start without them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Awaitable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 import click
 import orjson
 
 from engine.cli.campaign import campaign_group
+from engine.cli.common import (
+    EXIT_FAILURE,
+    EXIT_INVALID,
+    EXIT_NOT_FOUND,
+    fail,
+    load_files,
+    load_settings,
+    run_forever,
+    run_kafka,
+)
 from engine.cli.ingest import ingest_command
 from engine.cli.inspect import inspect_command
+from engine.cli.publish import publish_file
 from engine.cli.report import report_command
 from engine.cli.simulate import simulate_command
+from engine.cli.tail import tail_topic
 from engine.cli.test import test_command
-from engine.core.loader import JourneyValidationError, load_journey
+from engine.core.graph import to_mermaid
+from engine.core.loader import load_journey
 from engine.observability import configure_logging
-from schemas.settings import Settings
-
-EXIT_OK, EXIT_INVALID, EXIT_KAFKA, EXIT_NOT_FOUND, EXIT_FAILURE = 0, 1, 2, 3, 4
-
-T = TypeVar("T")
-
-
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except Exception as exc:
-        _fail(f"invalid configuration: {exc}", EXIT_INVALID)
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def _run_kafka(coro: Coroutine[Any, Any, T], settings: Settings) -> T:
-    """Run a coroutine that talks to Kafka; a broker that does not answer is exit code 2."""
-    from aiokafka.errors import KafkaConnectionError, KafkaError
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout=60)
-
-    try:
-        return asyncio.run(bounded())
-    except (KafkaConnectionError, TimeoutError, OSError) as exc:
-        _fail(_unreachable(settings, exc), EXIT_KAFKA)
-    except KafkaError as exc:
-        _fail(f"Kafka error: {exc}", EXIT_KAFKA)
-
-
-def _unreachable(settings: Settings, exc: BaseException) -> str:
-    return (
-        f"cannot reach Kafka at {settings.kafka_bootstrap_servers} ({type(exc).__name__}: {exc}). "
-        "Is the broker running? `make kafka-up` starts a local one; "
-        "KAFKA_BOOTSTRAP_SERVERS names another."
-    )
-
-
-def _load_all(files: tuple[str, ...]) -> list[tuple[str, Any]]:
-    loaded, problems = [], []
-    for f in files:
-        try:
-            loaded.append((f, load_journey(f)))
-        except JourneyValidationError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        for p in problems:
-            click.echo(str(p), err=True)
-        _fail(
-            f"{len(problems)} problem(s) in {len({p.file for p in problems})} file(s)", EXIT_INVALID
-        )
-    return loaded
+from engine.reporting.html import mermaid_page
+from engine.streaming.registry import (
+    next_deployment,
+    publish_deployments,
+    read_deployments,
+    with_status,
+)
+from engine.streaming.topics import ensure_topics
 
 
 class _Journeyctl(click.Group):
@@ -105,7 +70,7 @@ def main() -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 def validate(files: tuple[str, ...]) -> None:
     """Check journey YAML files; print FILE:LINE:COLUMN: field: message for each problem."""
-    for f, journey in _load_all(files):
+    for f, journey in load_files(files, load_journey):
         click.echo(f"ok  {f}  ({journey.id}, {len(journey.activities)} activities)")
 
 
@@ -114,11 +79,8 @@ def validate(files: tuple[str, ...]) -> None:
 @click.option("--by", "deployed_by", default=None, help="who deploys (recorded with the version)")
 def deploy(files: tuple[str, ...], deployed_by: str | None) -> None:
     """Validate and deploy journeys; an unchanged journey keeps its version."""
-    from engine.streaming.registry import next_deployment, publish_deployments, read_deployments
-    from engine.streaming.topics import ensure_topics
-
-    settings = _settings()
-    loaded = _load_all(files)
+    settings = load_settings()
+    loaded = load_files(files, load_journey)
 
     async def go() -> list[str]:
         await ensure_topics(settings)
@@ -136,7 +98,7 @@ def deploy(files: tuple[str, ...], deployed_by: str | None) -> None:
         await publish_deployments(settings, records)
         return lines
 
-    for line in _run_kafka(go(), settings):
+    for line in run_kafka(go(), settings):
         click.echo(line)
 
 
@@ -144,10 +106,8 @@ def deploy(files: tuple[str, ...], deployed_by: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
 def list_(as_json: bool) -> None:
     """List deployed journeys with their newest version and status."""
-    from engine.streaming.registry import read_deployments
-
-    settings = _settings()
-    deps = _run_kafka(read_deployments(settings), settings)
+    settings = load_settings()
+    deps = run_kafka(read_deployments(settings), settings)
     if as_json:
         click.echo(
             orjson.dumps(
@@ -172,9 +132,7 @@ def list_(as_json: bool) -> None:
 
 
 def _set_status(journey_id: str, status: str) -> None:
-    from engine.streaming.registry import publish_deployments, read_deployments, with_status
-
-    settings = _settings()
+    settings = load_settings()
 
     async def go() -> str:
         deps = await read_deployments(settings)
@@ -186,11 +144,11 @@ def _set_status(journey_id: str, status: str) -> None:
         await publish_deployments(settings, [with_status(dep, status)])  # type: ignore[arg-type]
         return f"{journey_id} v{dep.version} is now {status}"
 
-    out = _run_kafka(go(), settings)
+    out = run_kafka(go(), settings)
     if not out:
-        _fail(f"no journey {journey_id!r} is deployed (see `journeyctl list`)", EXIT_NOT_FOUND)
+        fail(f"no journey {journey_id!r} is deployed (see `journeyctl list`)", EXIT_NOT_FOUND)
     if out == "archived":
-        _fail(f"{journey_id!r} is archived; deploy it again to bring it back", EXIT_INVALID)
+        fail(f"{journey_id!r} is archived; deploy it again to bring it back", EXIT_INVALID)
     click.echo(out)
 
 
@@ -226,23 +184,17 @@ def archive(journey_id: str) -> None:
 )
 def graph(target: str, html_out: str | None) -> None:
     """Print a journey (a FILE, or the ID of a deployed one) as a Mermaid flowchart."""
-    from engine.core.graph import to_mermaid
-
     if Path(target).exists():
-        definition = _load_all((target,))[0][1]
+        definition = load_files((target,), load_journey)[0][1]
     else:
-        from engine.streaming.registry import read_deployments
-
-        settings = _settings()
-        deps = _run_kafka(read_deployments(settings), settings)
+        settings = load_settings()
+        deps = run_kafka(read_deployments(settings), settings)
         if target not in deps:
-            _fail(f"{target!r} is neither a file nor a deployed journey", EXIT_NOT_FOUND)
+            fail(f"{target!r} is neither a file nor a deployed journey", EXIT_NOT_FOUND)
         definition = deps[target].definition
     text = to_mermaid(definition)
     click.echo(text)
     if html_out:
-        from engine.reporting.html import mermaid_page
-
         Path(html_out).write_text(
             mermaid_page(definition.name, [(definition, text)]), encoding="utf-8"
         )
@@ -261,14 +213,12 @@ def worker(role: str, no_web: bool) -> None:
     """Run the engine and the WhatsApp connector (or one role) until stopped."""
     from engine.streaming.app import ROLES, run_worker
 
-    settings = _settings()
+    settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
     roles = ROLES if role == "all" else frozenset(r.strip() for r in role.split(",") if r.strip())
     if not roles <= ROLES:
-        _fail(f"unknown role(s) {sorted(roles - ROLES)}; choose from {sorted(ROLES)}", EXIT_INVALID)
-    from engine.streaming.topics import ensure_topics
-
-    _run_kafka(ensure_topics(settings), settings)
+        fail(f"unknown role(s) {sorted(roles - ROLES)}; choose from {sorted(ROLES)}", EXIT_INVALID)
+    run_kafka(ensure_topics(settings), settings)
     run_worker(settings, roles, web=not no_web)
 
 
@@ -279,7 +229,7 @@ def webhook(port: int | None, host: str | None) -> None:
     """Receive WhatsApp webhooks (statuses, inbound messages) at /webhooks/whatsapp."""
     from connectors.whatsapp.webhook import run_webhook
 
-    settings = _settings()
+    settings = load_settings()
     updates: dict[str, Any] = {}
     if port is not None:
         updates["webhook_port"] = port
@@ -288,13 +238,11 @@ def webhook(port: int | None, host: str | None) -> None:
     settings = settings.model_copy(update=updates)
     configure_logging(settings.log_format, settings.log_level)
     if settings.whatsapp_app_secret is None:
-        _fail("WHATSAPP_APP_SECRET is not set: webhooks cannot be verified", EXIT_INVALID)
-    from engine.streaming.topics import ensure_topics
-
+        fail("WHATSAPP_APP_SECRET is not set: webhooks cannot be verified", EXIT_INVALID)
     # The receiver reads profile-phones and delivery-events: create them with their
     # settings (compacted, partitions) before a broker auto-creates them with defaults.
-    _run_kafka(ensure_topics(settings), settings)
-    _run_forever(run_webhook(settings))
+    run_kafka(ensure_topics(settings), settings)
+    run_forever(run_webhook(settings))
 
 
 @main.command()
@@ -322,14 +270,14 @@ def sandbox(
     """Serve a local WhatsApp Cloud API for development and tests (loopback only)."""
     from connectors.whatsapp.sandbox import SandboxConfig, load_templates, run_sandbox
 
-    settings = _settings()
+    settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
     if settings.whatsapp_token is None:
-        _fail("WHATSAPP_TOKEN is not set: the sandbox checks the bearer token", EXIT_INVALID)
+        fail("WHATSAPP_TOKEN is not set: the sandbox checks the bearer token", EXIT_INVALID)
     try:
         templates = load_templates(templates_file)
     except ValueError as exc:
-        _fail(str(exc), EXIT_INVALID)
+        fail(str(exc), EXIT_INVALID)
     config = SandboxConfig(
         host=host,
         port=port,
@@ -344,17 +292,7 @@ def sandbox(
         failure_share=failure_share,
         read_share=read_share,
     )
-    _run_forever(run_sandbox(config))
-
-
-def _run_forever(coro: Awaitable[None]) -> None:
-    async def runner() -> None:
-        await coro
-
-    try:
-        asyncio.run(runner())
-    except KeyboardInterrupt:
-        pass
+    run_forever(run_sandbox(config))
 
 
 @main.command()
@@ -368,10 +306,8 @@ def _run_forever(coro: Awaitable[None]) -> None:
 )
 def publish(file: str, topic: str | None, validate: bool) -> None:
     """Publish JSON lines of profile events, keyed by profile id."""
-    from engine.cli.publish import publish_file
-
-    settings = _settings()
-    sent, problems = _run_kafka(
+    settings = load_settings()
+    sent, problems = run_kafka(
         publish_file(
             settings, Path(file), topic or settings.topic_profile_events, validate=validate
         ),
@@ -381,7 +317,7 @@ def publish(file: str, topic: str | None, validate: bool) -> None:
         click.echo(p, err=True)
     click.echo(f"published {sent} event(s) to {topic or settings.topic_profile_events}")
     if problems:
-        _fail(f"{len(problems)} line(s) were not published", EXIT_INVALID)
+        fail(f"{len(problems)} line(s) were not published", EXIT_INVALID)
 
 
 @main.command()
@@ -394,11 +330,7 @@ def tail(
     topic: str, from_beginning: bool, limit: int | None, timeout: float | None, as_json: bool
 ) -> None:
     """Print records of a topic as they arrive (delivery and step events as a table)."""
-    from aiokafka.errors import KafkaConnectionError, KafkaError
-
-    from engine.cli.tail import tail_topic
-
-    settings = _settings()
+    settings = load_settings()
     names = {
         "delivery-events": settings.topic_delivery_events,
         "journey-steps": settings.topic_journey_steps,
@@ -406,23 +338,18 @@ def tail(
         "whatsapp-requests": settings.topic_whatsapp_requests,
         "profile-events": settings.topic_profile_events,
     }
+    coro = tail_topic(
+        settings,
+        names.get(topic, topic),
+        from_beginning=from_beginning,
+        limit=limit,
+        timeout=timeout,
+        as_json=as_json,
+    )
     try:
-        asyncio.run(
-            tail_topic(
-                settings,
-                names.get(topic, topic),
-                from_beginning=from_beginning,
-                limit=limit,
-                timeout=timeout,
-                as_json=as_json,
-            )
-        )
+        run_kafka(coro, settings, timeout=None)
     except KeyboardInterrupt:
         pass
-    except (KafkaConnectionError, OSError) as exc:
-        _fail(_unreachable(settings, exc), EXIT_KAFKA)
-    except KafkaError as exc:
-        _fail(f"Kafka error: {exc}", EXIT_KAFKA)
 
 
 main.add_command(report_command)

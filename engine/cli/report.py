@@ -1,11 +1,10 @@
 """`journeyctl report`: funnel, delivery and conversion figures per journey, version and activity.
 
-engine/cli/main.py adds it with `main.add_command(report_command)`; exit codes are engine.cli.main's.
+engine/cli/main.py adds it with `main.add_command(report_command)`; exit codes are engine/cli/common.py's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import IO
 import click
 from rich.console import Console
 
+from engine.cli.common import EXIT_FAILURE, EXIT_INVALID, fail, load_settings, run_kafka
 from engine.reporting.report import (
     Report,
     ReportTimeoutError,
@@ -23,6 +23,7 @@ from engine.reporting.report import (
     to_html,
     to_json,
 )
+from engine.streaming.registry import read_deployments
 from schemas.common import parse_duration
 from schemas.journey import JourneyDefinition
 from schemas.settings import Settings
@@ -52,8 +53,6 @@ async def _gather(
     report = await read_report(settings, since, until, timeout, journeys or None)
     if not with_definitions:
         return report, {}
-    from engine.streaming.registry import read_deployments
-
     # Only the deployed version's diagram is known; older versions get the funnel only.
     deployed = await read_deployments(settings)
     return report, {f"{d.journey_id}@{d.version}": d.definition for d in deployed.values()}
@@ -97,37 +96,25 @@ def report_command(
     """Report per journey, version and activity from delivery-events and journey-steps:
     entered, exited by reason, sent, delivered, read, failed by code, skipped by reason,
     conversions, split paths, median and p90 time to deliver and to read."""
-    from aiokafka.errors import KafkaConnectionError, KafkaError
-
-    from engine.cli.main import EXIT_FAILURE, EXIT_INVALID, EXIT_KAFKA, _fail, _settings
-
     # Checked by hand, not click.Choice: click's usage errors exit 2, which here means Kafka.
     if fmt not in FORMATS:
-        _fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}", EXIT_INVALID)
+        fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}", EXIT_INVALID)
     if from_beginning and since:
-        _fail("--from-beginning and --since contradict each other; give one", EXIT_INVALID)
+        fail("--from-beginning and --since contradict each other; give one", EXIT_INVALID)
     now = datetime.now(UTC)
     try:
         start = parse_moment(since, now) if since else None
         end = parse_moment(until, now) if until else None
     except ValueError as exc:
-        _fail(f"--since/--until: {exc} (use 2026-11-24T10:00:00Z or 7d)", EXIT_INVALID)
+        fail(f"--since/--until: {exc} (use 2026-11-24T10:00:00Z or 7d)", EXIT_INVALID)
     if start and end and start >= end:
-        _fail(f"--since ({start.isoformat()}) is not before --until", EXIT_INVALID)
-    settings = _settings()
+        fail(f"--since ({start.isoformat()}) is not before --until", EXIT_INVALID)
+    settings = load_settings()
     gather = _gather(settings, start, end, timeout, journeys, fmt == "html")
     try:
-        report, definitions = asyncio.run(gather)
+        report, definitions = run_kafka(gather, settings, timeout=None)
     except ReportTimeoutError as exc:
-        _fail(str(exc), EXIT_FAILURE)
-    except (KafkaConnectionError, TimeoutError, OSError) as exc:
-        _fail(
-            f"cannot reach Kafka at {settings.kafka_bootstrap_servers} "
-            f"({type(exc).__name__}: {exc}). `make kafka-up` starts a local broker.",
-            EXIT_KAFKA,
-        )
-    except KafkaError as exc:
-        _fail(f"Kafka error: {exc}", EXIT_KAFKA)
+        fail(str(exc), EXIT_FAILURE)
     for topic in report.missing_topics:
         click.echo(f"warning: topic {topic!r} does not exist; its figures are empty", err=True)
     _emit(report, definitions, fmt, output)

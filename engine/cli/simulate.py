@@ -20,6 +20,7 @@ import click
 import orjson
 from pydantic import ValidationError
 
+from engine.cli.common import load_settings, run_kafka
 from engine.core.loader import JourneyValidationError, load_journey
 from engine.testing.replay import differences, group_events, replay, summarize
 from engine.testing.runner import Simulator, Trace
@@ -199,10 +200,8 @@ def simulate_command(
 
 
 def _read_topic(since: datetime | None, limit: int) -> tuple[list[ProfileEvent], int]:
-    from engine.cli.main import _run_kafka, _settings
-
-    settings = _settings()
-    return _run_kafka(read_topic(settings, since, limit, READ_TIMEOUT_SECONDS), settings)
+    settings = load_settings()
+    return run_kafka(read_topic(settings, since, limit, READ_TIMEOUT_SECONDS), settings)
 
 
 def _profile_json(pid: str, trace: Trace) -> dict[str, Any]:
