@@ -15,7 +15,8 @@ import orjson
 import pytest
 
 from engine.streaming.topics import ensure_topics
-from tests.support.kafka import Stack, produce, profile_event
+from tests.support.builders import profile_event
+from tests.support.kafka import Stack, produce
 from tests.unit import ANA
 
 pytestmark = pytest.mark.integration
