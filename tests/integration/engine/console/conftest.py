@@ -24,7 +24,8 @@ from engine.core.loader import parse_journey
 from engine.streaming.registry import next_deployment, publish_deployments
 from engine.streaming.topics import ensure_topics
 from tests.integration.conftest import APP_SECRET, PHONE_NUMBER_ID, TOKEN
-from tests.support.kafka import ROOT, Stack, produce, profile_event
+from tests.support.builders import profile_event
+from tests.support.kafka import ROOT, Stack, produce
 
 GREET = """\
 id: greet
