@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import pytest_asyncio
 
 from engine.core.loader import parse_journey
@@ -104,12 +105,19 @@ class ConsoleStack:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
+@pytest.fixture
+def console_token() -> str | None:
+    """The worker's CONSOLE_TOKEN (a test module may override this fixture)."""
+    return None
+
+
 @pytest_asyncio.fixture
 async def console_stack(
     kafka_bootstrap: str,
     unique: str,
     tmp_path: Path,
     start_sandbox: Callable[..., Awaitable[Any]],
+    console_token: str | None,
 ) -> AsyncIterator[ConsoleStack]:
     sandbox = await start_sandbox()
     port = free_port()
@@ -124,6 +132,8 @@ async def console_stack(
         "DATA_DIR": str(tmp_path / "data"),
         "PYTHONUNBUFFERED": "1",
     }
+    if console_token is not None:
+        env["CONSOLE_TOKEN"] = console_token
     settings = stack.settings
     await ensure_topics(settings)
     deployments = []
@@ -164,7 +174,9 @@ def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes
 
 async def _wait_ready(url: str, proc: subprocess.Popen[bytes], running: ConsoleStack) -> None:
     deadline = time.monotonic() + 90
-    async with httpx.AsyncClient(timeout=2, trust_env=False) as client:
+    token = running.env.get("CONSOLE_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(timeout=2, trust_env=False, headers=headers) as client:
         while time.monotonic() < deadline:
             assert proc.poll() is None, f"the worker died:\n{running.log()}"
             try:
