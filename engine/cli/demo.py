@@ -1,9 +1,9 @@
 """`make run`: the demo a new user sees first, on loopback only.
 
-Starts the local Kafka, the WhatsApp sandbox, the webhook receiver and a worker;
-deploys examples/journeys with waits cut to seconds; publishes events for a few
-hundred profiles; shows deliveries as they arrive and a summary. Ctrl-C stops
-everything it started.
+Runs the example journeys' test cases (`journeyctl test examples/`); starts the local
+Kafka, the WhatsApp sandbox, the webhook receiver and a worker; deploys examples/journeys
+with waits cut to seconds; publishes events for a few hundred profiles; shows deliveries
+as they arrive and a summary. Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ from engine.cli.publish import publish_file
 from engine.core.loader import load_journey
 from engine.streaming.registry import next_deployment, publish_deployments, read_deployments
 from engine.streaming.topics import ensure_topics
+from engine.testing.expect import case_lines, run_files
+from engine.testing.suite import find_test_files
 from schemas.journey import JourneyDefinition, WaitActivity, WaitForEventActivity
 from schemas.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (this file is engine/cli/demo.py)
 # Overridable so that a test, or a second demo, runs beside `make run` without sharing
 # its ports or its log files (topics and the consumer group follow TOPIC_* and APP_ID).
 DEMO_DIR = Path(os.environ.get("DEMO_DIR") or ROOT / ".demo")
@@ -342,8 +344,21 @@ async def demo(services: Services, settings: Settings, run: str) -> None:
     )
 
 
+def test_examples() -> bool:
+    """`journeyctl test examples/`: the example journeys' own test cases, on a virtual clock."""
+    console.print("[bold]$ journeyctl test examples/[/]  (their test cases, no Kafka needed)")
+    files = find_test_files([str(ROOT / "examples")])
+    run = run_files(files, on_invalid=lambda problem: console.print(str(problem), markup=False))
+    for result in run.results:
+        if not result.passed:
+            console.print("\n".join(case_lines(result)), markup=False)
+    console.print(f"{run.summary()} ({len(files)} files in examples/)")
+    return run.ok
+
+
 def main() -> int:
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    test_examples()
     run = secrets.token_hex(3)
     env = {
         **os.environ,

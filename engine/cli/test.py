@@ -9,16 +9,15 @@ Kafka, no network: the interpreter runs on a virtual clock (engine/testing).
 from __future__ import annotations
 
 import sys
-import time
 import xml.etree.ElementTree as ET  # writing only; nothing untrusted is parsed
 from pathlib import Path
 
 import click
 
-from engine.core.loader import JourneyProblem, JourneyValidationError
-from engine.testing.expect import CaseResult, run_suite
-from engine.testing.show import masked, timeline_lines
-from engine.testing.suite import find_test_files, load_suite
+from engine.core.loader import JourneyProblem
+from engine.testing.expect import CaseResult, case_lines, run_files
+from engine.testing.show import timeline_lines
+from engine.testing.suite import find_test_files
 
 
 @click.command("test")
@@ -31,40 +30,15 @@ def test_command(paths: tuple[str, ...], junit: str | None, verbose: bool) -> No
     if not files:
         click.echo(f"error: no test files (*.test.yaml) in {', '.join(paths)}", err=True)
         sys.exit(1)
-    started = time.perf_counter()
-    results: list[CaseResult] = []
-    invalid: dict[str, list[JourneyProblem]] = {}
-    for file in files:
-        try:
-            suite = load_suite(file)
-        except JourneyValidationError as exc:
-            invalid[file] = exc.problems
-            for problem in exc.problems:
-                click.echo(str(problem), err=True)
-            continue
-        for result in run_suite(suite):
-            results.append(result)
-            _print(result, verbose)
-    failed = sum(1 for r in results if not r.passed)
-    seconds = time.perf_counter() - started
-    summary = f"{len(results) - failed} passed, {failed} failed"
-    if invalid:
-        summary += f", {len(invalid)} invalid file(s)"
-    click.echo(f"{summary} in {seconds:.2f}s")
+    run = run_files(
+        files,
+        on_result=lambda result: click.echo("\n".join(case_lines(result, verbose=verbose))),
+        on_invalid=lambda problem: click.echo(str(problem), err=True),
+    )
+    click.echo(run.summary())
     if junit:
-        write_junit(Path(junit), results, invalid)
-    sys.exit(1 if failed or invalid else 0)
-
-
-def _print(result: CaseResult, verbose: bool) -> None:
-    mark = "PASS" if result.passed else "FAIL"
-    click.echo(f"{mark}  {result.file}  {result.name}  ({result.seconds * 1000:.1f} ms)")
-    for mismatch in result.mismatches:
-        for line in mismatch.lines():
-            click.echo(f"      {masked(line)}")
-    if verbose:
-        for line in timeline_lines(result.trace):
-            click.echo(f"      | {line}")
+        write_junit(Path(junit), run.results, run.invalid)
+    sys.exit(0 if run.ok else 1)
 
 
 def failure_text(result: CaseResult) -> str:

@@ -8,16 +8,26 @@ values as lines in the same shape, so an operator sees both in one read. Lists a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.core.loader import JourneyProblem, JourneyValidationError
 from engine.testing.runner import Call, Message, Skip, Trace
-from engine.testing.show import iso
-from engine.testing.suite import Suite
+from engine.testing.show import iso, masked, timeline_lines
+from engine.testing.suite import Suite, load_suite
 from schemas.journey_test import ExpectedHttp, ExpectedMessage, ExpectedSkip, TestCase
 
-__all__ = ["CaseResult", "Mismatch", "compare", "run_case", "run_suite"]
+__all__ = [
+    "CaseResult",
+    "Mismatch",
+    "TestRun",
+    "case_lines",
+    "compare",
+    "run_case",
+    "run_files",
+    "run_suite",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +57,65 @@ class CaseResult:
     @property
     def passed(self) -> bool:
         return not self.mismatches
+
+
+@dataclass(slots=True)
+class TestRun:
+    """The results of every case of some test files, and the files that did not load."""
+
+    __test__ = False  # not a pytest class
+
+    results: list[CaseResult] = field(default_factory=list)
+    invalid: dict[str, list[JourneyProblem]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.results if not r.passed)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.invalid
+
+    def summary(self) -> str:
+        text = f"{len(self.results) - self.failed} passed, {self.failed} failed"
+        if self.invalid:
+            text += f", {len(self.invalid)} invalid file(s)"
+        return f"{text} in {self.seconds:.2f}s"
+
+
+def run_files(
+    files: Iterable[str],
+    on_result: Callable[[CaseResult], None] = lambda _: None,
+    on_invalid: Callable[[JourneyProblem], None] = lambda _: None,
+) -> TestRun:
+    """Load and run each file's cases, reporting each result and problem as it comes."""
+    started = time.perf_counter()
+    run = TestRun()
+    for file in files:
+        try:
+            suite = load_suite(file)
+        except JourneyValidationError as exc:
+            run.invalid[file] = exc.problems
+            for problem in exc.problems:
+                on_invalid(problem)
+            continue
+        for index in range(len(suite.spec.cases)):
+            result = run_case(suite, index)
+            run.results.append(result)
+            on_result(result)
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def case_lines(result: CaseResult, *, verbose: bool = False) -> list[str]:
+    """`PASS|FAIL  file  name  (ms)`, then each mismatch (and with `verbose` the timeline)."""
+    mark = "PASS" if result.passed else "FAIL"
+    lines = [f"{mark}  {result.file}  {result.name}  ({result.seconds * 1000:.1f} ms)"]
+    lines += [f"      {masked(line)}" for m in result.mismatches for line in m.lines()]
+    if verbose:
+        lines += [f"      | {line}" for line in timeline_lines(result.trace)]
+    return lines
 
 
 def run_suite(suite: Suite) -> list[CaseResult]:

@@ -203,6 +203,8 @@ def test_demo_runs_its_journeys_and_its_summary_matches_the_record(
     assert demo.seconds < DEMO_SECONDS, f"the demo took {demo.seconds:.0f}s:\n{tail}"
     assert not demo.left_running, f"the demo left services running: {demo.left_running}"
     assert "starting the local Kafka broker" not in demo.output
+    assert re.search(r"^\$ journeyctl test examples/", demo.output, flags=re.M)
+    assert re.search(r"^\d+ passed, 0 failed in ", demo.output, flags=re.M), demo.output[:2000]
 
     rows = summary_rows(demo.output)
     assert sorted(rows) == sorted(JOURNEYS), f"summary table:\n{tail}"
