@@ -20,7 +20,7 @@ h1{font-size:22px;margin:16px 0 4px}h2{font-size:17px;margin:24px 0 8px}
 table{border-collapse:collapse;margin:8px 0;font-size:14px}
 caption{text-align:left;font-weight:600;padding:4px 0}
 th,td{border:1px solid #c4c7c5;padding:4px 8px;text-align:right;vertical-align:top}
-th{background:#f8f9fa}
+th{background:#f8f9fa;text-align:left}
 th:first-child,td:first-child,td.text{text-align:left}
 form{display:flex;gap:8px;align-items:center}
 input{font:inherit;padding:4px 8px;border:1px solid #747775;border-radius:4px}
