@@ -27,6 +27,7 @@ from bench.common import (
     deploy,
     edge_timestamps,
     json_result,
+    machine_busy_seconds,
     median,
     preload,
     read_topic,
@@ -41,6 +42,10 @@ def journey(wait: str) -> str:
     return cart_recovery("bench-cart", wait=wait)
 
 
+# The bench journey without its wait: entry condition, condition, WhatsApp step, end.
+NO_WAIT = cart_recovery("bench-nowait", wait=None)
+
+
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     profiles: int = 100_000
@@ -53,6 +58,11 @@ class EngineConfig:
     profiler: str | None = None  # "py-spy" to record the worker while it runs
     root: Path = ROOT  # the source tree the worker runs from
     compare_root: Path | None = None  # another source tree, run beside this one
+    # Then, as often as `runs`: the journey without its wait (entry condition, condition,
+    # WhatsApp step), and the bench journey on this many workers in one group (0 or 1:
+    # neither phase is run, respectively).
+    no_wait: bool = True
+    scale_out_workers: int = 2
 
 
 # Profiles per run of bench/core_bench.py: ~10 s, enough for a steady figure.
@@ -152,43 +162,58 @@ async def engine_run(
     profile_out: Path | None,
     root: Path = ROOT,
     label: str = "",
+    *,
+    text: str | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """One worker over the preloaded events, to the last SendRequest."""
+    """`workers` workers in one group over the preloaded events, to the last SendRequest,
+    running the journey `text` (default: the bench journey with `cfg.wait`).
+
+    CPU is the workers' together; `machine_busy_cores` is what the whole machine kept busy
+    meanwhile (workers, broker, anything else), so a rate is read against the cores left."""
     stack = BenchStack(
         broker.bootstrap,
         f"engine{label}-r{run_no}",
         extra={"TOPIC_PROFILE_EVENTS": base.env["TOPIC_PROFILE_EVENTS"]},
     )
     settings = stack.settings
-    process: Process | None = None
+    processes: list[Process] = []
     spy: subprocess.Popen[bytes] | None = None
     try:
-        await deploy(stack, journey(cfg.wait), root=root)
+        await deploy(stack, text if text is not None else journey(cfg.wait), root=root)
         started = time.monotonic()
-        process = worker(stack, log_dir, name=f"engine{label}-worker-r{run_no}", root=root)
+        for n in range(workers):
+            name = f"engine{label}-worker{n or ''}-r{run_no}"
+            processes.append(worker(stack, log_dir, name=name, root=root))
+        process = processes[0]
         async with (
             OffsetWatch(broker.bootstrap, settings.topic_journey_steps) as steps,
             OffsetWatch(broker.bootstrap, settings.topic_whatsapp_requests) as sends,
         ):
             # Wait for the first output (startup: group join, table recovery, definitions).
-            got, _ = await steps.wait_for(1, timeout=180, watch=[process], interval=0.2)
+            got, _ = await steps.wait_for(1, timeout=180, watch=processes, interval=0.2)
             if got < 1:
                 raise BenchError(f"the worker produced nothing:\n{process.log_tail(3000)}")
             first_output = time.monotonic() - started
-            cpu_at_start = process.cpu_seconds()
+            cpu_at_start = [p.cpu_seconds() for p in processes]
+            busy_at_start, wall_at_start = machine_busy_seconds(), time.monotonic()
             if profile_out is not None:
                 spy = start_profiler(process.pid, profile_out)
             count, _ = await sends.wait_for(
-                cfg.profiles, timeout=cfg.timeout, watch=[process], interval=0.5
+                cfg.profiles, timeout=cfg.timeout, watch=processes, interval=0.5
             )
-        cpu = process.cpu_seconds() - cpu_at_start
-        rss = process.rss_bytes()
+        wall = time.monotonic() - wall_at_start
+        busy = machine_busy_seconds() - busy_at_start
+        worker_cpu = [p.cpu_seconds() - c for p, c in zip(processes, cpu_at_start, strict=True)]
+        cpu = sum(worker_cpu)
+        rss = sum(p.rss_bytes() for p in processes)
         if spy is not None:
             stop_profiler(spy)
             spy = None
         if count < cfg.profiles:
             raise BenchError(f"engine produced {count} of {cfg.profiles} send requests in time")
-        process.stop()
+        for p in processes:
+            p.stop()
         first_step = await edge_timestamps(broker.bootstrap, settings.topic_journey_steps)
         last_send = await edge_timestamps(broker.bootstrap, settings.topic_whatsapp_requests)
         assert first_step is not None and last_send is not None
@@ -209,12 +234,15 @@ async def engine_run(
             "cpu_seconds": cpu,
             "cpu_per_event_ms": cpu / cfg.profiles * 1000,
             "rss_mib": rss / 2**20,
+            "workers": workers,
+            "worker_cpu_seconds": worker_cpu,
+            "machine_busy_cores": busy / wall if wall > 0 else float("nan"),
         }
     finally:
         if spy is not None:
             stop_profiler(spy)
-        if process is not None:
-            process.stop()
+        for p in processes:
+            p.stop()
         await stack.delete_topics()
 
 
@@ -268,6 +296,27 @@ async def run(broker: Broker, cfg: EngineConfig, log_dir: Path) -> dict[str, Any
                 compared.append(
                     await engine_run(broker, base, cfg, log_dir, run_no, None, other, "-cmp")
                 )
+        no_wait = [
+            await engine_run(
+                broker, base, cfg, log_dir, run_no, None, cfg.root, "-nowait", text=NO_WAIT
+            )
+            for run_no in range(cfg.runs if cfg.no_wait else 0)
+        ]
+        # One worker's CPU per event and rate are the engine runs' above (same journey).
+        scaled = [
+            await engine_run(
+                broker,
+                base,
+                cfg,
+                log_dir,
+                run_no,
+                None,
+                cfg.root,
+                "-scale",
+                workers=cfg.scale_out_workers,
+            )
+            for run_no in range(cfg.runs if cfg.scale_out_workers > 1 else 0)
+        ]
         for run_no in range(cfg.runs if cfg.fanout > 1 else 0):
             # The same loop writing as many records per event as the journey does: the I/O
             # of this design through the plain client, with none of its work. After the
@@ -351,6 +400,15 @@ async def run(broker: Broker, cfg: EngineConfig, log_dir: Path) -> dict[str, Any
             "compare_per_second": median_of(compared, "per_second"),
             "compare_entry_per_second": median_of(compared, "entry_per_second"),
             "compare_cpu_per_event_ms": median_of(compared, "cpu_per_event_ms"),
+            "engine_busy_cores": median_of(engines, "machine_busy_cores"),
+            "no_wait": no_wait,
+            "no_wait_per_second": median_of(no_wait, "per_second"),
+            "no_wait_cpu_per_event_ms": median_of(no_wait, "cpu_per_event_ms"),
+            "scale_out": scaled,
+            "scale_out_workers": cfg.scale_out_workers,
+            "scale_out_per_second": median_of(scaled, "per_second"),
+            "scale_out_cpu_per_event_ms": median_of(scaled, "cpu_per_event_ms"),
+            "scale_out_busy_cores": median_of(scaled, "machine_busy_cores"),
         }
     finally:
         await base.delete_topics()

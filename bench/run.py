@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import connector_bench, engine_bench, latency_bench, timers_bench
+from bench import connector_bench, cpu_targets, engine_bench, latency_bench, timers_bench
 from bench.common import (
     ARTIFACTS,
     ROOT,
@@ -300,6 +300,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         rows.append((">= 5,000 events/s per worker", f"{rate:,.0f} events/s{bound}", rate >= 5000))
         ratio = engine["ratio"]
         rows.append((">= 50% of the bare-client baseline", f"{ratio:.1%}", ratio >= 0.5))
+    rows += cpu_targets.engine_rows(engine)
     latency = results.get("latency", {})
     at_1000 = [p for p in latency.get("phases", []) if p["rate"] == 1000]
     if at_1000:
@@ -336,6 +337,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
                 share >= 0.95 and limited == 0,
             )
         )
+    rows += cpu_targets.connector_rows(connector)
     state = results.get("timers", {}).get("state", {})
     if state.get("value_bytes_mean") is not None:
         size = state["value_bytes_mean"]
@@ -395,6 +397,7 @@ def render(plan: Plan, machine: dict[str, Any], broker: Broker, started: datetim
         lines += [f"| {t} | {m} | {_verdict(ok)} |" for t, m, ok in rows]
         lines.append("")
     lines += _engine_section(r.get("engine"), plan)
+    lines += cpu_targets.engine_phases_section(r.get("engine"))
     lines += _latency_section(r.get("latency"))
     lines += _timers_section(r.get("timers"))
     lines += _connector_section(r.get("connector"))

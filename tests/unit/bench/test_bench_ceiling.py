@@ -87,8 +87,9 @@ def test_a_many_number_target_row_names_the_cores_the_caps_need() -> None:
             "phases": [_connector_phase(1, 0.61, 0.42), _connector_phase(4, 0.40, 0.28)],
         }
     }
-    one, four = targets(results)
+    one, four, cpu = targets(results)
     assert "cores" not in one[1]
+    assert cpu == ("connector CPU per send <= 0.15 ms (4 numbers)", "0.400 ms", False)
     assert four[1] == (
         "80% of 1,000/s per number, 0 answers 130429 (bare HTTP here: 3,933 calls/s, 98% of "
         "the caps; the connector and sandbox alone need 2.72 cores at the caps)"
