@@ -5,7 +5,8 @@
     python -m bench.run --only engine --profile
     BENCH_SCALE=0.5 make bench           # every count and duration halved
 
-Benchmarks: engine, latency, timers, connector, report (bench/report_bench.py, if present).
+Benchmarks: engine, latency, timers, connector, report (bench/report_bench.py, if present),
+console (bench/console_bench.py).
 Starts its own broker on free ports unless KAFKA_BOOTSTRAP_SERVERS names one; stops every
 process it started. The output is generated whole, except the short hand-kept table of
 dated changes that moved a figure (between the `changes` markers), which is carried over.
@@ -30,7 +31,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import connector_bench, cpu_targets, engine_bench, latency_bench, timers_bench
+from bench import (
+    connector_bench,
+    console_bench,
+    cpu_targets,
+    engine_bench,
+    latency_bench,
+    timers_bench,
+)
 from bench.common import (
     ARTIFACTS,
     ROOT,
@@ -42,7 +50,7 @@ from bench.common import (
 )
 from bench.profile_report import categories, summarize
 
-NAMES = ("engine", "latency", "timers", "connector", "report")
+NAMES = ("engine", "latency", "timers", "connector", "report", "console")
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 KEEP_START = "<!-- changes:start -->"
 KEEP_END = "<!-- changes:end -->"
@@ -218,6 +226,9 @@ async def run_all(plan: Plan, broker: Broker, log_dir: Path) -> None:
         await _timed(plan, "connector", connector_bench.run(broker, con, log_dir))
     if "report" in plan.only:
         await _timed(plan, "report", report_bench(plan.count(1_000_000, 100_000)))
+    if "console" in plan.only:
+        profiles = plan.count(20_000, 5_000)
+        await _timed(plan, "console", asyncio.to_thread(console_bench.measure, profiles))
 
 
 async def _timed(plan: Plan, name: str, coro: Any) -> None:
@@ -402,6 +413,7 @@ def render(plan: Plan, machine: dict[str, Any], broker: Broker, started: datetim
     lines += _timers_section(r.get("timers"))
     lines += _connector_section(r.get("connector"))
     lines += _report_section(r.get("report"))
+    lines += console_bench.section(r.get("console"))
     lines += _profile_section(r.get("engine"))
     lines += _profile_section(
         r.get("connector"),
