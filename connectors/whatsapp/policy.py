@@ -31,6 +31,7 @@ from enum import StrEnum
 
 from schemas.common import is_e164
 from schemas.messages import SendRequest, SkipReason
+from schemas.settings import Settings
 
 CUSTOMER_SERVICE_WINDOW = timedelta(hours=24)
 _PHONE_LIKE = re.compile(r"\+?\d{7,15}")
@@ -100,6 +101,21 @@ class KeywordMatcher:
         if not text or len(text) > 64:  # a keyword is one short word; skip normalising essays
             return None
         return self._words.get(normalize_keyword(text))
+
+
+def keyword_rules(settings: Settings) -> tuple[KeywordMatcher, dict[Keyword, str]]:
+    """The configured keywords and the text reply each one gets."""
+    matcher = KeywordMatcher(
+        opt_out=settings.words("opt_out"),
+        opt_in=settings.words("opt_in"),
+        help=settings.words("help"),
+    )
+    replies = {
+        Keyword.OPT_OUT: settings.whatsapp_opt_out_reply,
+        Keyword.OPT_IN: settings.whatsapp_opt_in_reply,
+        Keyword.HELP: settings.whatsapp_help_reply,
+    }
+    return matcher, replies
 
 
 def mask_phone(phone: str | None) -> str:

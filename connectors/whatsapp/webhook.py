@@ -51,7 +51,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
 from connectors.whatsapp.client import RETRIABLE_CODES
-from connectors.whatsapp.policy import Keyword, KeywordMatcher, mask_phone
+from connectors.whatsapp.policy import Keyword, keyword_rules, mask_phone
 from connectors.whatsapp.signature import verify
 from schemas.common import normalize_e164
 from schemas.deadletter import dead_letter_record
@@ -219,16 +219,7 @@ class WebhookReceiver:
         self.seen: BoundedMap[tuple[str, str], bool] = BoundedMap(seen_capacity)
         self.unknown_wamid_grace = unknown_wamid_grace
         self.delivery_lookback = delivery_lookback
-        self.keywords = KeywordMatcher(
-            opt_out=settings.words("opt_out"),
-            opt_in=settings.words("opt_in"),
-            help=settings.words("help"),
-        )
-        self.replies = {
-            Keyword.OPT_OUT: settings.whatsapp_opt_out_reply,
-            Keyword.OPT_IN: settings.whatsapp_opt_in_reply,
-            Keyword.HELP: settings.whatsapp_help_reply,
-        }
+        self.keywords, self.replies = keyword_rules(settings)
         secret = settings.whatsapp_app_secret
         self._app_secret = secret.get_secret_value() if secret is not None else ""
         verify_token = settings.whatsapp_verify_token

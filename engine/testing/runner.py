@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from connectors.whatsapp.policy import check_send
+from connectors.whatsapp.policy import Keyword, KeywordMatcher, check_send, keyword_rules
 from engine.core.catalog import JourneyCatalog
 from engine.core.interpreter import (
     HTTP_RESPONSE_EVENT,
@@ -45,13 +45,15 @@ from engine.core.interpreter import (
 from engine.testing.templates import TemplateBook, TemplateRefusal
 from schemas.common import construct
 from schemas.deployment import JourneyDeployment
-from schemas.events import ProfileEvent
+from schemas.events import ProfileAttributes, ProfileEvent
 from schemas.journey import JourneyDefinition
 from schemas.journey_test import TestDelivery, TestHttpResponse
 from schemas.messages import DeliveryError, DeliveryEvent, DeliveryStatus, SendRequest, SkipReason
+from schemas.settings import Settings
 from schemas.steps import JourneyStepEvent
 
-MAX_ITEMS = 10_000  # events, feedback and timer firings per profile run
+MAX_ITEMS = 10_000
+INBOUND_EVENT = "whatsapp.inbound"  # a reply the webhook receiver publishes  # events, feedback and timer firings per profile run
 
 __all__ = ["Call", "Line", "Message", "Simulator", "Skip", "Trace"]
 
@@ -173,6 +175,13 @@ class Simulator:
                 )
             )
         self.templates = templates
+        self._keywords: tuple[KeywordMatcher, dict[Keyword, str]] | None = None
+
+    def keywords(self) -> tuple[KeywordMatcher, dict[Keyword, str]]:
+        """The webhook receiver's keywords and replies, from the environment as it reads them."""
+        if self._keywords is None:
+            self._keywords = keyword_rules(Settings())
+        return self._keywords
 
     def run(
         self,
@@ -223,6 +232,8 @@ class _Run:
                 elif kind == _DELIVERY and not self.catalog.listens_to(event.type):
                     continue  # the worker drops what no journey listens to
                 self.effects(at, apply_event(self.state, event, self.catalog, at).effects)
+                if kind == _EVENT and event.type == INBOUND_EVENT:
+                    self.keyword(event, at)
             elif due is not None:
                 result = apply_timers(self.state, self.catalog, due)
                 if not result.changed and self.state.next_due() == due:
@@ -301,8 +312,10 @@ class _Run:
         self.trace.messages.append(message)
         self.by_message[send.message_id] = message
         what = f"message {send.template}/{send.language}"
+        if send.kind == "text":
+            message.text, what = send.text, "reply (text)"
         books = self.sim.templates
-        if books is not None:
+        if books is not None and send.kind == "template":
             try:
                 message.text = books.render(send)
             except TemplateRefusal as exc:
@@ -314,7 +327,7 @@ class _Run:
                 error = DeliveryError(code=exc.code, title=exc.detail, retriable=False)
                 self.feed_delivery(_delivery(send, DeliveryStatus.FAILED, now, error))
                 return
-        body = ", ".join(params.body)
+        body = send.text or ", ".join(params.body)
         self.trace.timeline.append(Line(now, send.journey_id, send.activity_id, what, body))
         self.feed_delivery(_delivery(send, DeliveryStatus.ACCEPTED, now, None))
         for scripted in self.deliveries:
@@ -326,6 +339,43 @@ class _Run:
                 code = scripted.error_code or 131026
                 failure = DeliveryError(code=code, title="scripted failure", retriable=False)
             self.feed_delivery(_delivery(send, status, now + scripted.after, failure))
+
+    def keyword(self, inbound: ProfileEvent, now: datetime) -> None:
+        """What the webhook receiver adds to an inbound keyword (STOP, START, HELP): the
+        consent it implies, as a `profile.updated` event, and its text reply, which goes
+        through the send policy like any request (the 24-hour window applies to it)."""
+        from connectors.whatsapp.webhook import CONSENT_AFTER, KEYWORD_JOURNEY
+
+        text = inbound.data.get("text")
+        matcher, replies = self.sim.keywords()
+        keyword = matcher.match(text if isinstance(text, str) else None)
+        if keyword is None:
+            return
+        consent = CONSENT_AFTER.get(keyword)
+        if consent is not None:
+            update = ProfileEvent(
+                event_id=f"wa-consent:{inbound.event_id}",
+                type="profile.updated",
+                profile_id=inbound.profile_id,
+                occurred_at=inbound.occurred_at,
+                attributes=ProfileAttributes(whatsapp_consent=consent),
+            )
+            self.push(now, _EVENT, update)
+        phone = self.state.attributes.get("phone")
+        reply = SendRequest(
+            message_id=f"wa-reply:{inbound.event_id}",
+            journey_id=KEYWORD_JOURNEY,
+            journey_version=0,
+            activity_id=keyword.value,
+            profile_id=inbound.profile_id,
+            kind="text",
+            to=phone if isinstance(phone, str) else None,
+            consent=consent or "unknown",
+            text=replies[keyword],
+            requested_at=now,
+            trigger_at=inbound.occurred_at,
+        )
+        self.send(reply, now)
 
     def feed_delivery(self, delivery: DeliveryEvent) -> None:
         event = delivery_to_event(delivery)

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from connectors.whatsapp.policy import Keyword
 from engine.core.catalog import DeploymentRejected
 from engine.core.loader import (
     JourneyProblem,
@@ -36,6 +37,7 @@ from schemas.journey import JourneyDefinition
 from schemas.journey_test import JourneyTestFile, TestCase
 
 DEFAULT_START = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+KEYWORD_JOURNEY = "whatsapp-keywords"  # connectors.whatsapp.webhook.KEYWORD_JOURNEY
 TEST_SUFFIXES = (".test.yaml", ".test.yml")
 
 __all__ = ["DEFAULT_START", "Suite", "find_test_files", "load_suite", "parse_suite"]
@@ -108,6 +110,7 @@ def parse_suite(text: str, filename: str) -> Suite:
         raise JourneyValidationError(_sorted(problems))
     start = spec.now or DEFAULT_START
     known = {j.id: set(j.activities) for j in journeys}
+    known[KEYWORD_JOURNEY] = {k.value for k in Keyword}  # the webhook's keyword replies
     all_events = []
     for index, case in enumerate(spec.cases):
         events = list(_events(case, start, ("cases", index), problem, problems))

@@ -262,3 +262,33 @@ def test_every_example_test_passes() -> None:
     for file in files:
         for result in run_suite(load_suite(file)):
             assert result.passed, (file, result.name, [m.lines() for m in result.mismatches])
+
+
+def test_a_text_reply_outside_the_24_hour_window_is_skipped(tmp_path: Path) -> None:
+    """The runner sends every request through the connector's policy, window included."""
+    from datetime import timedelta
+
+    from engine.testing.runner import _Run
+    from schemas.messages import SendRequest
+
+    suite = load_suite(write(tmp_path, READ + PASSING["exit"] + "\n"))
+    now = suite.start
+    run = _Run(suite.simulator, "ana", {"phone": "+34600111222"}, (), ())
+    for hours in (23, 25):
+        run.send(
+            SendRequest(
+                message_id=f"reply-{hours}",
+                journey_id="whatsapp-keywords",
+                journey_version=0,
+                activity_id="help",
+                profile_id="ana",
+                kind="text",
+                to="+34600111222",
+                text="Reply STOP to unsubscribe.",
+                requested_at=now,
+                trigger_at=now - timedelta(hours=hours),
+            ),
+            now,
+        )
+    assert [m.message_id for m in run.trace.messages] == ["reply-23"]
+    assert [(s.activity_id, s.reason) for s in run.trace.skips] == [("help", "outside_window")]
