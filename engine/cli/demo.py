@@ -3,7 +3,8 @@
 Runs the example journeys' test cases (`journeyctl test examples/`); starts the local
 Kafka, the WhatsApp sandbox, the webhook receiver and a worker; deploys examples/journeys
 with waits cut to seconds; publishes events for a few hundred profiles; shows deliveries
-as they arrive and a summary. Ctrl-C stops everything it started.
+as they arrive and a summary; then, at a terminal, keeps the worker up for the console
+(http://127.0.0.1:6066/console/). Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
@@ -342,6 +343,23 @@ async def demo(services: Services, settings: Settings, run: str) -> None:
     console.print(
         f"logs: {shown(DEMO_DIR)}/  ·  try: journeyctl list · journeyctl graph examples/journeys/winback.yaml"
     )
+    await hold(services, settings, str(first[0]["profile_id"]))
+
+
+async def hold(services: Services, settings: Settings, profile_id: str) -> None:
+    """Keep the services up for the console: until Ctrl-C at a terminal, else for
+    DEMO_HOLD_SECONDS (0 by default, so a script's run ends with its summary)."""
+    url = f"http://127.0.0.1:{settings.worker_web_port}/console/"
+    console.print(f"console: {url}  ·  try: journeyctl inspect {profile_id}")
+    default = "inf" if sys.stdin.isatty() else "0"
+    seconds = float(os.environ.get("DEMO_HOLD_SECONDS", default))
+    if seconds <= 0:
+        return
+    console.print("the worker stays up for the console; Ctrl-C stops everything")
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        services.check_alive()
+        await asyncio.sleep(1)
 
 
 def test_examples() -> bool:
