@@ -125,9 +125,11 @@ class Expectations(StrictModel):
         default=None,
         description="activity ids in the order they ran; another journey's as `journey:activity`",
     )
-    exit: ExitName | list[ExitName] | None = Field(
-        default=None,
-        description="how the (last) instance ended, or one reason per entry, in order",
+    exit: ExitName | None = Field(
+        default=None, description="how the journey's last instance ended (`not_entered`: none)"
+    )
+    exits: list[ExitName] | None = Field(
+        default=None, description="how each instance ended, one reason per entry, in order"
     )
     skipped: list[ExpectedSkip] | None = None
     http: list[ExpectedHttp] | None = None

@@ -148,15 +148,13 @@ def compare(case: TestCase, trace: Trace, main: str) -> list[Mismatch]:
         actual_path = trace.path(main)
         if actual_path != expect.path:
             out.append(Mismatch("path", [_arrows(expect.path)], [_arrows(actual_path)]))
+    exits = trace.exits(main)
     if expect.exit is not None:
-        exits = trace.exits(main)
-        if isinstance(expect.exit, list):
-            if exits != list(expect.exit):
-                out.append(Mismatch("exit", [", ".join(expect.exit)], [", ".join(exits)]))
-        else:
-            last = exits[-1] if exits else ("not_entered" if not trace.entries(main) else "live")
-            if last != expect.exit:
-                out.append(Mismatch("exit", [expect.exit], [_exit_line(trace, main, last)]))
+        last = exits[-1] if exits else ("not_entered" if not trace.entries(main) else "live")
+        if last != expect.exit:
+            out.append(Mismatch("exit", [expect.exit], [_exit_line(trace, main, last)]))
+    if expect.exits is not None and exits != expect.exits:
+        out.append(Mismatch("exits", [", ".join(expect.exits)], [", ".join(exits)]))
     for key, wanted, actual, matches, show in (
         ("messages", expect.messages, trace.messages, _message_matches, _message),
         ("skipped", expect.skipped, trace.skips, _skip_matches, _skip),

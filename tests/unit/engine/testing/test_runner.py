@@ -213,7 +213,7 @@ def test_template_check_fails_a_send_the_sandbox_would_refuse(tmp_path: Path) ->
 
 BAD = [
     (
-        "cases:\n  - name: x\n    expect: {exits: completed}\n",
+        "cases:\n  - name: x\n    expect: {exist: completed}\n",
         "orders.test.yaml:7:14",
         "unknown field",
     ),
