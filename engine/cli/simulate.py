@@ -141,8 +141,19 @@ def _load(path: str, also: tuple[str, ...]) -> list[JourneyDefinition]:
 @click.option("--events", "events_file", type=click.Path(), help="profile events, JSON lines")
 @click.option("--profiles", "profiles_file", type=click.Path(), help="profiles, JSON lines")
 @click.option("--from-topic", is_flag=True, help="read the events from profile-events")
-@click.option("--since", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d"]), default=None)
-@click.option("--limit", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True)
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d"]),
+    default=None,
+    help="with --from-topic: records written at or after this time (UTC without a zone)",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1_000_000),
+    default=10_000,
+    show_default=True,
+    help="with --from-topic: at most this many events",
+)
 @click.option("--compare", "old_file", type=click.Path(), help="an older version to compare with")
 @click.option("--also", multiple=True, type=click.Path(), help="journeys a jump may enter")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")

@@ -352,9 +352,11 @@ class _Run:
         if keyword is None:
             return
         consent = CONSENT_AFTER.get(keyword)
+        # The receiver's own ids, so a replay of the topic (which holds them) dedupes them.
+        wamid = inbound.data.get("wamid") or inbound.event_id
         if consent is not None:
             update = ProfileEvent(
-                event_id=f"wa-consent:{inbound.event_id}",
+                event_id=f"wa-consent:{wamid}",
                 type="profile.updated",
                 profile_id=inbound.profile_id,
                 occurred_at=inbound.occurred_at,
@@ -363,7 +365,7 @@ class _Run:
             self.push(now, _EVENT, update)
         phone = self.state.attributes.get("phone")
         reply = SendRequest(
-            message_id=f"wa-reply:{inbound.event_id}",
+            message_id=f"wa-reply:{wamid}",
             journey_id=KEYWORD_JOURNEY,
             journey_version=0,
             activity_id=keyword.value,
