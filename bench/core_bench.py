@@ -151,12 +151,16 @@ def measure_runtime(runtime: Any, profiles: int, run: str, first: int) -> dict[s
     from engine.worker.batch import BATCH_MAX, Pending
     from engine.worker.codec import state_record
 
+    decoded = getattr(runtime, "_decoded", None)  # a tree from before it keeps none
+
     def store(pending: Any) -> None:
-        stored = [(pid.encode(), *state_record(st)) for pid, (_, st) in pending.states.items()]
-        for key, raw, _ in stored:
-            runtime.profiles.data[key] = raw
-        for key, _, due_at in stored:
-            runtime.timers.schedule(key.decode(), due_at)
+        stored = [(pid, *state_record(st), st) for pid, (_, st) in pending.states.items()]
+        for pid, raw, _, state in stored:
+            runtime.profiles.data[pid.encode()] = raw
+            if decoded is not None:  # as flush keeps the committed states decoded
+                decoded.keep(pid, raw, state)
+        for pid, _, due_at, _ in stored:
+            runtime.timers.schedule(pid, due_at)
 
     events_topic = runtime.settings.topic_profile_events
     timers_topic = runtime.topics.timers.get_topic_name()

@@ -110,6 +110,12 @@ class Settings(BaseSettings):
         description="longest the engine holds a record before committing its batch",
     )
     timer_scan_interval_seconds: float = Field(default=0.25, gt=0)
+    # About 5 KB of memory each; a state read again within this many commits is not parsed.
+    engine_decoded_states: int = Field(
+        default=10_000,
+        ge=0,
+        description="committed profile states the engine keeps decoded (0: none)",
+    )
     dedupe_window: int = Field(
         default=64, ge=1, description="recent event ids remembered per profile"
     )

@@ -19,6 +19,7 @@ from schemas.state import ProfileState
 if TYPE_CHECKING:
     from engine.campaigns.audience import AudienceRuns
     from engine.worker.batch import Pending
+    from engine.worker.decoded import DecodedStates
     from engine.worker.records import Before
 
 
@@ -53,6 +54,9 @@ class RuntimeBase:
     _pending: Pending
     # The states of a batch being flushed (engine/worker/batch.py, step 1 to 3).
     _in_flight: dict[str, tuple[faust.EventT[bytes], ProfileState]]
+    # Profiles whose in-flight state a record was handed since the flush took its batch.
+    _handed: set[str]
+    _decoded: DecodedStates  # committed states, decoded (engine/worker/decoded.py)
     _before: Before | None
     _flush_lock: asyncio.Lock
     _failed: Exception | None

@@ -104,6 +104,7 @@ class BatchCommit(RuntimeBase):
             return
         self._batch, self._pending = [], Pending()
         self._in_flight = pending.states
+        self._handed = set()
         # The states as this batch left them, serialized now, before the first wait: while
         # this flush waits for Kafka the agent goes on, and a record of the next batch for
         # one of these profiles starts from (and changes) the same state object. Stored
@@ -154,6 +155,12 @@ class BatchCommit(RuntimeBase):
                     meta.topic_partition, meta.offset + count - 1
                 )
         self._in_flight = {}
+        # The committed states no record of a later batch was handed meanwhile are exactly
+        # their stored bytes: kept decoded for the records that read them next.
+        for key, _, raw, _ in snapshot:
+            profile_id = key.decode()
+            if profile_id not in self._handed:
+                self._decoded.keep(profile_id, raw, pending.states[profile_id][1])
         # Step 4
         for key, _, _, due_at in snapshot:
             self.timers.schedule(key.decode(), due_at)

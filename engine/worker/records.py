@@ -153,12 +153,15 @@ class RecordHandlers(RuntimeBase):
         for held in (pending.states, self._in_flight):
             entry = held.get(profile_id)
             if entry is not None:
+                if held is self._in_flight:
+                    self._handed.add(profile_id)
                 self._before = Before(held, profile_id, entry[0], state_record(entry[1])[0])
                 return entry[1]
         # The store itself, as flush writes it: the table's own get() adds sensor calls and
         # a KeyError per new profile. A RocksDB store reads the current event's partition.
+        # A state this worker committed is usually still decoded (engine/worker/decoded.py).
         raw = self.profiles.data.get(profile_id.encode())
-        return state_from_bytes(raw) if raw else None
+        return self._decoded.take(profile_id, raw) if raw else None
 
     def _restore(self) -> None:
         """Put back the shared state a failed record started from (see `_lookup`)."""

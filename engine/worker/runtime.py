@@ -28,6 +28,7 @@ from engine.core.timers import TimerIndex
 from engine.streaming.registry import DefinitionsFollower
 from engine.worker.base import EngineTopics
 from engine.worker.batch import BatchCommit, Pending
+from engine.worker.decoded import DecodedStates
 from engine.worker.ticks import DUE_TICK_PREFIX, DueTicks
 from schemas.deployment import JourneyDeployment
 from schemas.settings import Settings
@@ -60,6 +61,8 @@ class EngineRuntime(DueTicks, BatchCommit):
         self._batch = []
         self._pending = Pending()
         self._in_flight = {}
+        self._handed = set()
+        self._decoded = DecodedStates(settings.engine_decoded_states)
         # What the record being processed changes in place when its state is shared (this
         # batch's, or a flushing batch's): where the state sits, and its bytes before.
         self._before = None

@@ -14,26 +14,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import orjson
 import pytest
-from aiokafka.structs import TopicPartition
 
-import engine.worker.batch as batch_module
 from engine.worker.runtime import EngineRuntime
 from tests.unit import ANA, at, event
-from tests.unit.runtime_support import Event, Message, engine_runtime
-
-
-class _Stream:
-    def __init__(self) -> None:
-        self.acked: list[Any] = []
-
-    async def ack(self, event: Any) -> bool:
-        self.acked.append(event)
-        return True
+from tests.unit.runtime_support import Event, KafkaStub, Message, StreamStub, engine_runtime
 
 
 @pytest.fixture
@@ -51,25 +38,11 @@ def _record(rt: EngineRuntime, event_id: str, type_: str, when: str) -> Event:
 async def test_a_flush_stores_its_own_batch_state_not_the_next_batchs(
     runtime: EngineRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gate = asyncio.Event()
-    stored: list[tuple[str, bytes | None, bytes | None]] = []
-
-    async def effects(producer: Any, records: Any, partitions: Any = None, hashes: Any = None):
-        list(records)
-        await gate.wait()  # Kafka is slow to acknowledge this batch's effects
-        return []
-
-    async def changelog(producer: Any, records: Any, partitions: Any = None, hashes: Any = None):
-        records = list(records)
-        stored.extend(records)
-        done = asyncio.get_running_loop().create_future()
-        done.set_result(SimpleNamespace(topic_partition=TopicPartition(records[0][0], 0), offset=0))
-        return [(done, len(records))]
-
-    monkeypatch.setattr(batch_module, "produce_batched", effects)
-    monkeypatch.setattr(batch_module, "produce_counted", changelog)
-    monkeypatch.setattr(runtime, "_producer", lambda: None)
-    stream = _Stream()
+    kafka = KafkaStub()
+    kafka.gate.clear()  # Kafka is slow to acknowledge this batch's effects
+    kafka.install(runtime, monkeypatch)
+    stored = kafka.stored
+    stream = StreamStub()
 
     first = _record(runtime, "evt-first", "signup", "0s")
     runtime._process_record(first, at("1s"), runtime._pending)  # type: ignore[arg-type]
@@ -82,7 +55,7 @@ async def test_a_flush_stores_its_own_batch_state_not_the_next_batchs(
     second = _record(runtime, "evt-second", "clicked", "2s")
     runtime._process_record(second, at("3s"), runtime._pending)  # type: ignore[arg-type]
     assert "p-snap" in runtime._pending.states
-    gate.set()
+    kafka.gate.set()
     await flushing
 
     [(_, key, value)] = stored
