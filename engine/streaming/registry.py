@@ -107,6 +107,12 @@ class DefinitionsFollower:
             return
         if deployment is not None:
             self._apply(deployment)
+            log.info(
+                "journey definition applied",
+                journey_id=deployment.journey_id,
+                version=deployment.version,
+                status=deployment.status,
+            )
 
 
 async def read_deployments(

@@ -613,15 +613,6 @@ def first_after(steps: TopicTail, moment: float, partitions: set[int] | None = N
     return round(min(times) - moment, 2) if times else float("nan")
 
 
-def owned_partitions(worker: Worker) -> set[int]:
-    """The engine partitions the worker owned after its last rebalance (from its own log)."""
-    owned: set[int] = set()
-    for line in worker.log_text().splitlines():
-        if '"timer index rebuilt"' in line:
-            owned = set(orjson.loads(line[line.index("{") :])["partitions"])
-    return owned
-
-
 async def journeys_with_waits(
     kafka_bootstrap: str,
     unique: str,

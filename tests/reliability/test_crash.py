@@ -10,7 +10,6 @@ connector is killed with SIGKILL while timers are pending and sends are in fligh
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 
@@ -23,11 +22,11 @@ from tests.reliability.support import (
     first_after,
     first_send_after,
     journeys_with_waits,
-    owned_partitions,
     partition_of,
     report,
 )
-from tests.support.kafka import produce
+from tests.support.kafka import produce, shared_by
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -93,19 +92,16 @@ async def test_two_workers_one_killed_the_other_takes_over(
     started = time.monotonic()
     # Both must own partitions before the kill, or there is nothing to take over: wait
     # for the rebalance that splits them (each log's last assignment, disjoint, complete).
-    deadline = time.monotonic() + 60
-    everything = set(range(stack.partitions))
-    while True:
-        owned_a, owned_b = owned_partitions(a), owned_partitions(b)
-        if owned_a and owned_b and not owned_a & owned_b and owned_a | owned_b == everything:
-            break
-        assert time.monotonic() < deadline, f"never shared: a {owned_a}, b {owned_b}"
-        assert a.alive() and b.alive()
-        await asyncio.sleep(0.2)
+    await wait_until(
+        lambda: shared_by(a, b, stack.partitions),
+        60,
+        what="a and b sharing the partitions",
+        watch=[a, b],
+    )
     await produce(stack.bootstrap, stack.env["TOPIC_PROFILE_EVENTS"], records)
 
     await sandbox.wait_count(len(expected.messages) // 3, seconds=120, watch=[a, b])
-    b_owned = owned_partitions(b)
+    b_owned = b.owned_partitions()
     b.kill()
     killed_at, at_kill = time.time(), len(sandbox.accepted_ids())
     outcome = await finish(steps, sandbox, expected, [a], started)
@@ -116,7 +112,7 @@ async def test_two_workers_one_killed_the_other_takes_over(
         "kill_9_one_of_two_workers",
         events=len(records),
         killed_owned_partitions=sorted(b_owned),
-        survivor_owns_now=sorted(owned_partitions(a)),
+        survivor_owns_now=sorted(a.owned_partitions()),
         messages_at_kill=at_kill,
         takeover_to_first_step_s=takeover,
         takeover_to_first_send_s=first_send_after(sandbox, killed_at),
@@ -124,7 +120,7 @@ async def test_two_workers_one_killed_the_other_takes_over(
         **outcome.figures(expected),
     )
     assert a.alive()
-    assert owned_partitions(a) == set(range(stack.partitions))
+    assert a.owned_partitions() == set(range(stack.partitions))
     profiles_of_b = {pid for pid, _ in records if partition_of(pid, stack.partitions) in b_owned}
     assert profiles_of_b, "the killed worker owned no profile"
     outcome.check(expected, kills=1)

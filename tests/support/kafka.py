@@ -1,4 +1,5 @@
-"""Helpers for tests on the real broker: unique topic sets, producing and consuming JSON."""
+"""Helpers for tests on the real broker: unique topic sets, worker processes, producing and
+consuming JSON, and what a worker has done (its log, its changelog, its committed offsets)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.settings import Settings
 
@@ -104,6 +106,31 @@ class Worker:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def logged(self, event: str) -> list[dict[str, Any]]:
+        """The worker's JSON log records of `event` (LOG_FORMAT=json), oldest first."""
+        marker = f'"{event}"'
+        return [
+            orjson.loads(line[line.index("{") :])
+            for line in self.log_text().splitlines()
+            if marker in line and "{" in line
+        ]
+
+    def owned_partitions(self) -> set[int]:
+        """The engine partitions the worker owned after its last rebalance (from its log)."""
+        rebuilt = self.logged("timer index rebuilt")
+        return set(rebuilt[-1]["partitions"]) if rebuilt else set()
+
+    def applied(
+        self, journey_id: str, version: int | None = None, status: str | None = None
+    ) -> bool:
+        """Whether the worker has applied that journey definition (version, status)."""
+        return any(
+            r["journey_id"] == journey_id
+            and (version is None or r["version"] == version)
+            and (status is None or r["status"] == status)
+            for r in self.logged("journey definition applied")
+        )
+
 
 async def produce(bootstrap: str, topic: str, records: Iterable[tuple[str | None, Any]]) -> None:
     """Send (key, value) pairs; dict values are JSON, bytes go as they are."""
@@ -158,3 +185,51 @@ async def collect(
     finally:
         await consumer.stop()
     return out
+
+
+def shared_by(a: Worker, b: Worker, partitions: int) -> bool:
+    """Whether the last assignments of `a` and `b` split all `partitions` between them."""
+    owned_a, owned_b = a.owned_partitions(), b.owned_partitions()
+    return (
+        bool(owned_a and owned_b)
+        and not owned_a & owned_b
+        and owned_a | owned_b == set(range(partitions))
+    )
+
+
+async def stored_profiles(
+    stack: Stack, profile_ids: Iterable[str], timeout: float = 60.0, watch: Iterable[Worker] = ()
+) -> None:
+    """Wait until the engine's changelog holds a state for every one of `profile_ids`."""
+    wanted = set(profile_ids)
+    topic = f"{stack.env['APP_ID']}-profiles-changelog"
+    records = await collect(
+        stack.bootstrap,
+        topic,
+        lambda r: wanted <= {s["state"]["profile_id"] for s in r},
+        timeout,
+        watch,
+    )
+    missing = wanted - {s["state"]["profile_id"] for s in records}
+    assert not missing, f"{len(missing)} states never reached {topic}, e.g. {sorted(missing)[:5]}"
+
+
+async def consumed_to_end(bootstrap: str, group: str, topic: str) -> bool:
+    """Whether consumer group `group` has committed every partition of `topic` to its end."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    # Subscribed (without a group), so the consumer starts with the topic's metadata.
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        end = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    return bool(tps) and all(
+        offset == 0 or (tp in committed and committed[tp].offset >= offset)
+        for tp, offset in end.items()
+    )

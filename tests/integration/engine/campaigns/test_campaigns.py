@@ -29,7 +29,8 @@ from engine.core.loader import parse_campaign, parse_journey
 from engine.streaming.registry import next_deployment, publish_deployments, read_deployments
 from engine.streaming.topics import ensure_topics
 from tests.support.builders import profile_event
-from tests.support.kafka import ROOT, Stack, Worker, collect, produce
+from tests.support.kafka import ROOT, Stack, Worker, collect, produce, stored_profiles
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -192,12 +193,19 @@ async def sends(stack: Stack, until: Any = lambda r: False, timeout: float = 2.0
     return await collect(stack.bootstrap, stack.env["TOPIC_WHATSAPP_REQUESTS"], until, timeout)
 
 
+async def sends_settled(stack: Stack) -> int:
+    """How many send requests there are, if none came in the last second; else 0."""
+    before = len(await sends(stack))
+    await asyncio.sleep(1.0)
+    return before if len(await sends(stack)) == before else 0
+
+
 async def start_big_run(stack: Stack, worker: Worker, profiles: int) -> None:
     """Store `profiles` gold profiles, then trigger run `big` of an API campaign (CLI)."""
     await deploy_journey(stack, PROBE)
     await deploy_campaign(stack, campaign_yaml())
     await store_profiles(stack, worker, [update(f"p-{i}", i, tier="gold") for i in range(profiles)])
-    await asyncio.sleep(1.5)  # the profiles' states reach the changelog
+    await stored_profiles(stack, [f"p-{i}" for i in range(profiles)], 60, watch=[worker])
     started = campaign_cli(stack, "trigger", "promo", "--run-id", "big")
     assert started.returncode == 0, started.stderr
 
@@ -371,8 +379,8 @@ async def test_cancelling_a_run_stops_sending(
     cancelled = campaign_cli(stack, "cancel", "promo", "--run-id", "big")
     assert cancelled.returncode == 0, cancelled.stderr
     assert "promo run big is cancelled" in cancelled.stdout
-    await asyncio.sleep(3)  # the cancel reaches the worker; queued work is skipped
-    settled = len(await sends(stack))
+    # The cancel reaches the worker and queued work is skipped: the count stops growing.
+    settled = await wait_until(lambda: sends_settled(stack), 30, what="sends stopping")
     await asyncio.sleep(4)
     final = await sends(stack)
     print(f"\ncancelled after about 2s at 200/s: {len(final)} of 2000 sent")

@@ -18,7 +18,16 @@ from engine.core.loader import parse_journey
 from engine.streaming.registry import next_deployment, publish_deployments
 from engine.streaming.topics import ensure_topics
 from tests.support.builders import profile_event
-from tests.support.kafka import Stack, Worker, collect, produce
+from tests.support.kafka import (
+    Stack,
+    Worker,
+    collect,
+    consumed_to_end,
+    produce,
+    shared_by,
+    stored_profiles,
+)
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -177,7 +186,8 @@ async def test_wait_survives_a_killed_worker_and_fires_once(stack: Stack, worker
         90,
     )
     assert sum(1 for s in steps if s["kind"] == "entered") == 20
-    await asyncio.sleep(1.5)  # let the state reach the changelog
+    # Kill once the waiting states are in the changelog: the second worker restores them.
+    await stored_profiles(stack, [f"p-{i}" for i in range(20)], 60, watch=[first])
     first.kill(signal.SIGKILL)
     workers(stack, "second")
     sends = await collect(
@@ -196,7 +206,12 @@ async def test_two_workers_share_partitions_and_one_stopping_loses_nothing(
     await deploy(stack, WELCOME.replace("WAIT", "8s"))
     a = workers(stack, "a")
     b = workers(stack, "b")
-    await asyncio.sleep(6)  # both join the group
+    await wait_until(
+        lambda: shared_by(a, b, stack.partitions),
+        60,
+        what="a and b sharing the partitions",
+        watch=[a, b],
+    )
     await produce(
         stack.bootstrap, stack.env["TOPIC_PROFILE_EVENTS"], [signup(i, "en") for i in range(40)]
     )
@@ -206,7 +221,7 @@ async def test_two_workers_share_partitions_and_one_stopping_loses_nothing(
         lambda r: sum(1 for s in r if s["kind"] == "entered") >= 40,
         90,
     )
-    await asyncio.sleep(1.5)
+    await stored_profiles(stack, [f"p-{i}" for i in range(40)], 60, watch=[a, b])
     b.stop()
     sends = await collect(
         stack.bootstrap, stack.env["TOPIC_WHATSAPP_REQUESTS"], lambda r: len(r) >= 40, 120
@@ -239,9 +254,15 @@ async def test_archive_ends_waiting_instances_and_pause_admits_nobody(
         watch=[worker],
     )
     await set_status(stack, "welcome", "paused")
-    await asyncio.sleep(2)
+    await wait_until(lambda: worker.applied("welcome", status="paused"), 30, watch=[worker])
     await produce(stack.bootstrap, topic, [signup(i, "es") for i in range(5, 8)])
-    await asyncio.sleep(3)
+    await wait_until(
+        lambda: consumed_to_end(stack.bootstrap, stack.env["APP_ID"], topic),
+        60,
+        what="the worker taking the sign-ups sent while paused",
+        interval=0.5,
+        watch=[worker],
+    )
     await set_status(stack, "welcome", "archived")
     steps = await collect(
         stack.bootstrap,
@@ -273,7 +294,7 @@ async def test_live_instances_keep_their_version(stack: Stack, workers: Any) -> 
     dep = next_deployment(parse_journey(v2), current["welcome"])
     assert dep is not None and dep.version == 2
     await publish_deployments(stack.settings, [dep])
-    await asyncio.sleep(1)
+    await wait_until(lambda: worker.applied("welcome", version=2), 30, watch=[worker])
     await produce(stack.bootstrap, topic, [signup(2, "es")])
     sends = await collect(
         stack.bootstrap,
@@ -305,7 +326,7 @@ async def test_rocksdb_store_survives_a_restart(
         60,
         watch=[first],
     )
-    await asyncio.sleep(1.5)
+    await stored_profiles(stack, [f"p-{i}" for i in range(10)], 60, watch=[first])
     first.stop()
     again = workers(stack, "rocks")  # same data dir: the RocksDB files are reused
     sends = await collect(
