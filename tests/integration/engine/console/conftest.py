@@ -134,6 +134,21 @@ async def console_stack(
     }
     if console_token is not None:
         env["CONSOLE_TOKEN"] = console_token
+    await deploy_journeys(stack)
+    log_path = tmp_path / "worker.log"
+    proc = start_worker(env, log_path)
+    url = f"http://127.0.0.1:{port}"
+    running = ConsoleStack(stack, url, env, log_path)
+    try:
+        await wait_ready(url, proc, running)
+        yield running
+    finally:
+        stop_worker(proc)
+        print(f"--- worker log ---\n{running.log()}")
+
+
+async def deploy_journeys(stack: Stack) -> None:
+    """Create the stack's topics and deploy GREET, NIGHT and CART."""
     settings = stack.settings
     await ensure_topics(settings)
     deployments = []
@@ -142,28 +157,22 @@ async def console_stack(
         assert dep is not None
         deployments.append(dep)
     await publish_deployments(settings, deployments)
-    log_path = tmp_path / "worker.log"
-    proc = _start_worker(env, log_path)
-    url = f"http://127.0.0.1:{port}"
-    running = ConsoleStack(stack, url, env, log_path)
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
     try:
-        await _wait_ready(url, proc, running)
-        yield running
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        print(f"--- worker log ---\n{running.log()}")
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
-def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """`journeyctl worker` (every role, web port on) in a subprocess logging to `log_path`."""
+def start_worker(env: dict[str, str], log_path: Path, role: str = "all") -> subprocess.Popen[bytes]:
+    """`journeyctl worker --role ROLE` (web port on) in a subprocess logging to `log_path`."""
     with log_path.open("wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "worker"],
+            [sys.executable, "-m", "engine.cli", "worker", "--role", role],
             env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
             cwd=ROOT,
             stdout=log,
@@ -172,7 +181,7 @@ def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes
         )
 
 
-async def _wait_ready(url: str, proc: subprocess.Popen[bytes], running: ConsoleStack) -> None:
+async def wait_ready(url: str, proc: subprocess.Popen[bytes], running: ConsoleStack) -> None:
     deadline = time.monotonic() + 90
     token = running.env.get("CONSOLE_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
