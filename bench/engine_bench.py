@@ -280,9 +280,8 @@ async def run(broker: Broker, cfg: EngineConfig, log_dir: Path) -> dict[str, Any
                     cfg.timeout,
                 )
             )
-            # The two trees take turns going first (with --runs 2 or more): in two runs of
-            # 100,000 profiles (2026-12-07) the worker right after the baseline was 11%
-            # slower, whichever tree it was.
+            # The two trees take turns going first (with --runs 2 or more): the worker that
+            # runs right after the baseline is slower, whichever tree it is.
             other = cfg.compare_root
             if other is not None and run_no % 2 == 1:
                 compared.append(
