@@ -12,7 +12,7 @@ TEST_KAFKA_PORT ?= 19092
 TEST_KAFKA_CONTROLLER_PORT ?= 19093
 PYTEST_ARGS ?=
 
-.PHONY: help install browser lint format test unit reliability run demo bench kafka-up kafka-down schemas clean
+.PHONY: help install browser lint format test unit reliability run bench kafka-up kafka-down schemas clean
 
 help:
 	@echo "make run    - start local Kafka, sandbox, webhook and worker; run the demo journeys"
@@ -24,6 +24,7 @@ help:
 	@echo "make bench  - benchmarks on the real local broker; writes docs/BENCHMARKS.md"
 	@echo "make schemas - regenerate the JSON Schemas in schemas/json/"
 	@echo "make kafka-up / kafka-down - the local single-node Kafka on 127.0.0.1:9092"
+	@echo "make browser - Debian's chromium for the console's browser tests"
 	@echo "make clean  - stop local brokers, remove the venv and local data"
 
 $(STAMP):
