@@ -61,7 +61,7 @@ from connectors.whatsapp.indoubt import Evidence, find_statuses
 from connectors.whatsapp.pacing import Pacer, partition_share
 from connectors.whatsapp.policy import check_send, mask_phone
 from connectors.whatsapp.records import RecordWriter
-from schemas.common import construct
+from schemas.common import construct, record_json
 from schemas.deadletter import dead_letter_record
 from schemas.messages import (
     DeliveryError,
@@ -659,7 +659,7 @@ class WhatsAppConnector:
             self._writer.write(
                 self.delivery_topic.get_topic_name(),
                 key=event.profile_id.encode(),
-                value=event.model_dump_json().encode(),
+                value=record_json(event),
             )
         )
 
