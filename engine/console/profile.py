@@ -1,5 +1,6 @@
 """A profile's stored state as operators see it: masked attributes, consent, live instances,
-re-entry history, frequency-cap counters and recent sends (`GET /api/profiles/{id}`).
+re-entry history, the deployed journeys it never matched, frequency-cap counters and recent
+sends (`GET /api/profiles/{id}`).
 
 Pure: built on request from the table's value; nothing is computed per event.
 """
@@ -10,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from engine.core.catalog import JourneyCatalog
+from engine.core.graph import entry_label
 from engine.observability import mask_json
 from schemas.state import JourneyInstance, ProfileState
 
@@ -86,6 +88,11 @@ def profile_view(state: ProfileState, catalog: JourneyCatalog, now: datetime) ->
             for _, inst in sorted(state.instances.items(), key=lambda kv: kv[0])
         ],
         "history": history,
+        "not_matched": [
+            {"journey_id": c.journey_id, "status": c.status, "entry": entry_label(c.definition)}
+            for c in catalog
+            if c.journey_id not in state.history and c.journey_id not in state.instances
+        ],
         "frequency_caps": _caps(state, catalog, now),
         "recent_sends": {
             channel: [sent_at.isoformat() for sent_at in times[-RECENT_SENDS:]]

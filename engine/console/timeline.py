@@ -28,8 +28,8 @@ _REFUSAL_RULES = {
 
 @dataclass(frozen=True, slots=True)
 class Why:
-    """One journey's verdict: entered, refused, waiting, exited, completed, skipped, failed,
-    messaged; `text` says it in a line."""
+    """One journey's verdict: entered, refused, not matched, waiting, exited, completed,
+    skipped, failed, messaged; `text` says it in a line."""
 
     journey_id: str
     verdict: str
@@ -204,6 +204,15 @@ def inspection(
     if state is not None:
         journeys |= set(state.get("history", {})) | {i["journey_id"] for i in state["instances"]}
     why = [_why(j, state, steps, deliveries) for j in sorted(str(j) for j in journeys if j)]
+    why += [
+        Why(
+            m["journey_id"],
+            "not matched",
+            f"not matched: no event of the profile met its entry ({m['entry']})",
+        )
+        for m in (state or {}).get("not_matched", [])
+        if m["journey_id"] not in journeys
+    ]
     return {
         "profile_id": profile_id,
         "known": state is not None,

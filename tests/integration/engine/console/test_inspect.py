@@ -87,6 +87,7 @@ async def test_inspect_explains_each_profile(console_stack: ConsoleStack) -> Non
     assert "entry condition" in line["text"] and "entry condition is false" in line["text"]
     assert refused["state"]["history"]["greet"]["refused"] == 1
     assert refused["steps"] == []  # a refusal writes no step record
+    assert why_of(refused, "cart")["verdict"] == "not matched"
 
     quiet = inspect_json(s, "p-quiet")
     line = why_of(quiet, "night")

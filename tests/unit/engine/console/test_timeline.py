@@ -54,6 +54,19 @@ def test_a_refusal_after_the_last_entry_is_the_why() -> None:
     assert [t["source"] for t in result["timeline"]] == ["state"]
 
 
+def test_deployed_journeys_the_profile_never_matched_say_so() -> None:
+    p = Profile(CART, one_send())
+    p.event("other", "0s", attributes=ANA)
+    state = profile_view(p.state, p.catalog, at("1m"))
+    assert [m["journey_id"] for m in state["not_matched"]] == ["cart-recovery", "promo"]
+    lines = why(inspection("p-42", state, ProfileRecords()))
+    assert lines["promo"] == (
+        "not matched",
+        "not matched: no event of the profile met its entry (on go)",
+    )
+    assert lines["cart-recovery"][0] == "not matched"
+
+
 def test_a_live_instance_waits_and_says_until_when() -> None:
     p = Profile(CART)
     p.event("cart.abandoned", "0s", attributes=ANA, data={"cart_total": 50})
