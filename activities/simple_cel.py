@@ -3,8 +3,9 @@
 Most journeys' expressions are a field, `string(field)` or a field compared with a
 literal. Running them through the binding costs a conversion of every value into CEL,
 more than the expression itself; these forms are answered directly when the field's
-value has the literal's own type, and are handed back to the binding otherwise, so no
-answer can differ from CEL's.
+value has the literal's own type (or both are numbers a double holds exactly, which CEL
+compares across int and double as Python does), and are handed back to the binding
+otherwise, so no answer can differ from CEL's.
 """
 
 from __future__ import annotations
@@ -115,6 +116,19 @@ def _path(text: str) -> tuple[str, ...] | None:
     return None if path[0] in _RESERVED else path
 
 
+# Numbers CEL compares across int and double as Python does: a double holds every int
+# of at most 53 bits exactly, so neither side is rounded.
+_EXACT = 2**53
+_NUMBERS = (int, float)
+
+
+def _exact_number(value: Any) -> bool:
+    kind = type(value)
+    if kind is int:
+        return -_EXACT <= value <= _EXACT
+    return kind is float and math.isfinite(value)
+
+
 def _comparison(path: tuple[str, ...], op: str, literal: Any) -> SimpleProgram | None:
     kind = type(literal)
     if kind is int and not _INT64[0] <= literal < _INT64[1]:
@@ -122,13 +136,18 @@ def _comparison(path: tuple[str, ...], op: str, literal: Any) -> SimpleProgram |
     if kind is bool and op not in ("==", "!="):
         return None  # bools are only compared for equality here
     compare = _ORDER[op]
+    # A number literal also answers for a number field of the other type (an int total
+    # against 20.5, a 26.5 total against 20), where both are exact as doubles.
+    numeric = kind in _NUMBERS and _exact_number(literal)
 
     def run(values: dict[str, Any]) -> Any:
         value = _lookup(values, path)
-        # Same type only: CEL's cross-type rules (1 == 1.0, bool vs int, uint) stay its own.
-        if type(value) is not kind or not _plain(value):
-            return UNDECIDED
-        return compare(value, literal)
+        if type(value) is kind and _plain(value):
+            return compare(value, literal)
+        # Otherwise CEL's cross-type rules (bool vs int, uint, huge ints) stay its own.
+        if numeric and type(value) in _NUMBERS and _exact_number(value):
+            return compare(value, literal)
+        return UNDECIDED
 
     return run
 

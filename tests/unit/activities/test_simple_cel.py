@@ -30,6 +30,19 @@ VALUES: list[Any] = [
     2.5,
     -0.0,
     26.0,
+    20.0,
+    19.999999999999996,
+    20.000000000000004,
+    26.5,
+    -3.0,
+    0.0,
+    5e-324,
+    1e300,
+    2.0**53,
+    2**53,
+    2**53 + 1,
+    -(2**53) - 1,
+    float(2**53 + 2),
     float("nan"),
     float("inf"),
     True,
@@ -39,7 +52,8 @@ VALUES: list[Any] = [
     [1],
     MISSING,
 ]
-LITERALS = ['"a"', "'é'", '""', "0", "5", "-3", "20", "2.5", "-0.0", "26.0", "true", "false"]
+LITERALS = ['"a"', "'é'", '""', "0", "5", "-3", "20", "2.5", "-0.0", "26.0", "20.0", "true"]
+LITERALS.append("false")
 OPERATORS = ["==", "!=", "<", "<=", ">", ">="]
 SOURCES = [
     *(f"profile.x {op} {lit}" for op, lit in itertools.product(OPERATORS, LITERALS)),
@@ -89,6 +103,9 @@ def test_the_common_forms_are_answered_directly() -> None:
         ("profile.vip == true", {"profile": {"vip": False}}, False),
         ("profile.first_name", {"profile": {"first_name": "Ana"}}, "Ana"),
         ("string(event.data.items)", {"event": {"data": {"items": 42}}}, "42"),
+        ("event.data.total > 20", {"event": {"data": {"total": 26.5}}}, True),
+        ("event.data.total <= 2.5", {"event": {"data": {"total": 2}}}, True),
+        ("event.data.total == 20", {"event": {"data": {"total": 20.0}}}, True),
     ]
     for source, values, expected in cases:
         program = simple_program(source)
@@ -100,9 +117,10 @@ def test_the_common_forms_are_answered_directly() -> None:
 @pytest.mark.parametrize(
     ("source", "values"),
     [
-        ("event.data.total > 20", {"event": {"data": {"total": 26.5}}}),  # 1 vs 1.0: CEL's
         ("profile.vip == 1", {"profile": {"vip": True}}),
         ("profile.n > 2", {"profile": {"n": 2**63}}),
+        ("profile.n > 2.5", {"profile": {"n": 2**53 + 1}}),  # not exact as a double
+        ("profile.n == 1", {"profile": {"n": float("nan")}}),
         ("profile.x == 1", {"profile": {}}),
         ("string(profile.x)", {"profile": {"x": 2.0}}),
         ("profile.x.y == 1", {"profile": {"x": 5}}),
