@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """Is a Kafka broker really answering on HOST:PORT?
 
-Usage: kafka_ready.py HOST PORT [TIMEOUT_SECONDS]
+Usage: kafka_ready.py HOST PORT [TIMEOUT_SECONDS [MIN_BROKERS]]
 
 Standard library only (it runs before any virtualenv exists). Over one TCP
 connection it sends an ApiVersions v0 request, picks a Metadata version it can
 parse (v1, else v0) from the broker's answer, sends a Metadata request for no
 topics and parses the broker list. It succeeds once the broker lists at least
-one broker, retrying until TIMEOUT_SECONDS (default 5) have passed.
+MIN_BROKERS brokers (default 1), retrying until TIMEOUT_SECONDS (default 5)
+have passed.
+
+With KAFKA_READY_CAFILE set the connection is TLS (verified against that CA)
+and only ApiVersions is asked: a SASL listener answers nothing else before
+authentication, and a broker enables its listeners once it has started.
 
 Exit status: 0 ready (one line "ready: node N at host:port, ..." on stdout),
 1 not ready (the last reason on stderr), 2 bad usage.
@@ -15,7 +20,9 @@ Exit status: 0 ready (one line "ready: node N at host:port, ..." on stdout),
 
 from __future__ import annotations
 
+import os
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -83,8 +90,14 @@ def call(
     return reader
 
 
-def probe(host: str, port: int, timeout: float) -> str:
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+def probe(host: str, port: int, timeout: float, min_brokers: int = 1) -> str:
+    cafile = os.environ.get("KAFKA_READY_CAFILE")
+    with socket.create_connection((host, port), timeout=timeout) as plain:
+        sock = plain
+        if cafile:
+            sock = ssl.create_default_context(cafile=cafile).wrap_socket(
+                plain, server_hostname=host
+            )
         sock.settimeout(timeout)
 
         # ApiVersions v0: empty body. Response: error_code, [api_key min max].
@@ -96,6 +109,8 @@ def probe(host: str, port: int, timeout: float) -> str:
         for _ in range(reader.take(">i")):
             key, low, high = reader.take(">hhh")
             ranges[key] = (low, high)
+        if cafile:
+            return f"TLS listener at {host}:{port} answers ApiVersions"
         if API_METADATA not in ranges:
             raise NotReady("broker does not offer Metadata")
         low, high = ranges[API_METADATA]
@@ -113,21 +128,22 @@ def probe(host: str, port: int, timeout: float) -> str:
             if version >= 1:
                 reader.string(nullable=True)  # rack
             brokers.append(f"node {node_id} at {broker_host}:{broker_port}")
-        if not brokers:
-            raise NotReady("metadata lists no broker yet")
+        if len(brokers) < min_brokers:
+            raise NotReady(f"metadata lists {len(brokers)} of {min_brokers} brokers")
         return ", ".join(brokers)
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (3, 4):
+    if len(argv) not in (3, 4, 5):
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
     host = argv[1]
     try:
         port = int(argv[2])
-        timeout = float(argv[3]) if len(argv) == 4 else 5.0
+        timeout = float(argv[3]) if len(argv) >= 4 else 5.0
+        min_brokers = int(argv[4]) if len(argv) == 5 else 1
     except ValueError:
-        print("PORT must be an integer and TIMEOUT a number", file=sys.stderr)
+        print("PORT and MIN_BROKERS must be integers and TIMEOUT a number", file=sys.stderr)
         return 2
 
     deadline = time.monotonic() + timeout
@@ -135,7 +151,7 @@ def main(argv: list[str]) -> int:
     while True:
         remaining = deadline - time.monotonic()
         try:
-            summary = probe(host, port, max(0.2, min(remaining, 5.0)))
+            summary = probe(host, port, max(0.2, min(remaining, 5.0)), min_brokers)
         except (OSError, NotReady) as exc:
             reason = str(exc) or type(exc).__name__
         else:

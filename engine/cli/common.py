@@ -15,6 +15,7 @@ import click
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from engine.core.loader import JourneyValidationError
+from engine.streaming.diagnose import AUTHORIZATION_ERRORS, connection_problem, refused
 from schemas.settings import Settings
 
 EXIT_OK, EXIT_INVALID, EXIT_KAFKA, EXIT_NOT_FOUND, EXIT_FAILURE = 0, 1, 2, 3, 4
@@ -58,9 +59,21 @@ def run_kafka(
     try:
         return asyncio.run(bounded())
     except (KafkaConnectionError, TimeoutError, OSError) as exc:
-        fail(unreachable(settings, exc), EXIT_KAFKA)
+        fail(kafka_problem(settings) or unreachable(settings, exc), EXIT_KAFKA)
+    except AUTHORIZATION_ERRORS as exc:
+        fail(refused(settings, exc), EXIT_KAFKA)
     except KafkaError as exc:
         fail(f"Kafka error: {exc}", EXIT_KAFKA)
+
+
+def kafka_problem(settings: Settings) -> str | None:
+    """The cause a failed connection hides (refused credentials, TLS), if one is found."""
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return None
+    try:
+        return asyncio.run(connection_problem(settings))
+    except Exception:  # a diagnosis that fails adds nothing to the original error
+        return None
 
 
 def load_files(files: tuple[str, ...], load: Callable[[str], T]) -> list[tuple[str, T]]:
