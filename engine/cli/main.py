@@ -14,6 +14,7 @@ from typing import Any
 import click
 import orjson
 
+from engine.cli.bulk_import import import_command
 from engine.cli.campaign import campaign_group
 from engine.cli.common import (
     EXIT_FAILURE,
@@ -357,4 +358,5 @@ main.add_command(inspect_command)
 main.add_command(campaign_group)
 main.add_command(test_command)
 main.add_command(ingest_command)
+main.add_command(import_command)
 main.add_command(simulate_command)

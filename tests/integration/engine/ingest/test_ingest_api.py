@@ -71,15 +71,18 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     await producer.stop()
 
 
-async def read_all(bootstrap: str, topic: str, expect: int) -> list[tuple[int, bytes, bytes]]:
-    """(partition, key, value) of the topic's records, once `expect` of them are there."""
+async def read_all(
+    bootstrap: str, topic: str, expect: int, seconds: float = 30
+) -> list[tuple[int, bytes, bytes]]:
+    """(partition, key, value) of the topic's records, once `expect` of them are there
+    (or after `seconds`)."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
     )
     await consumer.start()
     out: list[tuple[int, bytes, bytes]] = []
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + seconds
         while len(out) < expect and time.monotonic() < deadline:
             for tp, records in (await consumer.getmany(timeout_ms=300)).items():
                 out.extend((tp.partition, r.key or b"", r.value or b"") for r in records)
