@@ -107,6 +107,10 @@ def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
 EVENTS_PROCESSED = Counter(
     "journey_events_processed_total", "Records the engine processed", ["source", "outcome"]
 )
+EVENTS_REPARTITIONED = Counter(
+    "journey_events_repartitioned_total",
+    "Profile events read on another partition than their key's, moved onto it",
+)
 DEAD_LETTERS = Counter(
     "journey_dead_letters_total", "Records sent to the dead-letter topic", ["reason"]
 )

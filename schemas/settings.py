@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     topic_profile_phones: str = "profile-phones"
     topic_http_requests: str = "http-requests"
     topic_campaign_runs: str = "campaign-runs"
+    topic_profile_events_repartition: str = Field(
+        default="",
+        description="the engine's internal topic for profile events produced on another "
+        "partition than their key's murmur2 one; default: TOPIC_PROFILE_EVENTS + '-repartition'",
+    )
     topic_partitions: int = Field(default=8, ge=1)
 
     # Engine runtime
@@ -213,6 +218,12 @@ class Settings(BaseSettings):
     def worker_url(self) -> str:
         """This worker's web address as other workers and `journeyctl inspect` use it."""
         return self.worker_web_url or f"http://{self.worker_web_host}:{self.worker_web_port}"
+
+    @model_validator(mode="after")
+    def _repartition_topic(self) -> Settings:
+        if not self.topic_profile_events_repartition:
+            self.topic_profile_events_repartition = f"{self.topic_profile_events}-repartition"
+        return self
 
     def in_flight_limit(self) -> int:
         """Calls the connector keeps open at once (WHATSAPP_MAX_IN_FLIGHT, else derived).

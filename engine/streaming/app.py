@@ -185,6 +185,7 @@ def create_app(settings: Settings, roles: frozenset[str] = ROLES, *, web: bool =
 
     topics = EngineTopics(
         profile_events=topic(settings.topic_profile_events),
+        profile_events_repartition=topic(settings.topic_profile_events_repartition),
         timers=topic(settings.topic_timers),
         delivery_events=topic(settings.topic_delivery_events),
         whatsapp_requests=topic(settings.topic_whatsapp_requests),

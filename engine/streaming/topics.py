@@ -36,6 +36,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     week = 7 * 24 * 3600 * 1000
     return [
         TopicSpec(settings.topic_profile_events, p),
+        # Internal: the engine moves a profile event here from a partition other than its
+        # key's murmur2 one (any client's partitioner), onto the key's partition.
+        TopicSpec(settings.topic_profile_events_repartition, p, retention_ms=week),
         TopicSpec(settings.topic_timers, p, retention_ms=week),
         TopicSpec(settings.topic_whatsapp_requests, p),
         TopicSpec(settings.topic_delivery_events, p),

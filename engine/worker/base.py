@@ -28,6 +28,7 @@ class EngineTopics:
     """The faust topics the engine reads and writes; built once by the wiring."""
 
     profile_events: faust.TopicT
+    profile_events_repartition: faust.TopicT
     timers: faust.TopicT
     delivery_events: faust.TopicT
     whatsapp_requests: faust.TopicT

@@ -25,7 +25,12 @@ from engine.core.interpreter import (
     delivery_to_event,
     new_profile_state,
 )
-from engine.observability import DEAD_LETTERS, EVENTS_PROCESSED, SENDS_REQUESTED
+from engine.observability import (
+    DEAD_LETTERS,
+    EVENTS_PROCESSED,
+    EVENTS_REPARTITIONED,
+    SENDS_REQUESTED,
+)
 from engine.worker.base import RuntimeBase
 from engine.worker.batch import Pending
 from engine.worker.codec import state_from_bytes, state_record
@@ -179,17 +184,29 @@ class RecordHandlers(RuntimeBase):
         partition: int,
         now: datetime,
         pending: Pending,
+        *,
+        hopped: bool = False,
     ) -> ProcessResult | None:
+        """A profile event: checked, then applied to its profile's state.
+
+        One on another partition than its key's murmur2 one (a client with another
+        partitioner) is not applied here: it is produced, as it is, to the repartition
+        topic on its key's partition, and applied when read from there (`hopped`). That
+        record is an effect of this batch, so it is acknowledged by Kafka before this
+        record's offset is committed (flush step 2): a crash in between reads this record
+        and moves it again, and the second copy is dropped by its event id. A profile's
+        records that all arrive on one partition keep their order through the hop."""
         event = decode_profile_event(value)
         if not key:
             raise BadRecord("record has no key: profile events are keyed by profile id")
         if key.decode("utf-8", "replace") != event.profile_id:
             raise BadRecord("record key does not match profile_id")
         if self._partition_of(key) != partition:
-            raise BadRecord(
-                "record is on the wrong partition for its key: produce with the murmur2 "
-                "partitioner (Kafka's Java default; librdkafka: partitioner=murmur2_random)"
-            )
+            if hopped:
+                raise BadRecord("record is on the wrong partition of the repartition topic")
+            pending.effects.append((self.topics.profile_events_repartition, key, value or b""))
+            EVENTS_REPARTITIONED.inc()
+            return None
         reason = check_event_time(
             event,
             now,

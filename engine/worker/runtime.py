@@ -1,7 +1,7 @@
 """The worker's runtime: one faust agent drives the pure interpreter per profile.
 
-The agent reads three co-partitioned topics keyed by profile id (profile events,
-timer ticks, delivery events), keeps each profile's state in one changelog-backed
+The agent reads four co-partitioned topics keyed by profile id (profile events, the
+profile events it moved onto their key's partition, timer ticks, delivery events), keeps each profile's state in one changelog-backed
 table, and turns the interpreter's effects into records on the output topics.
 Timer ticks are `{"profile_id", "due"}` (the clock) or `{"profile_id", "audience"}` (a
 profile's share of an audience run or a campaign run; see engine/campaigns/audience.py).
@@ -72,6 +72,7 @@ class EngineRuntime(DueTicks, BatchCommit):
         self._tasks = set()
         self._source_topics = app.topic(
             topics.profile_events.get_topic_name(),
+            topics.profile_events_repartition.get_topic_name(),
             topics.timers.get_topic_name(),
             topics.delivery_events.get_topic_name(),
             key_type=bytes,
@@ -165,7 +166,10 @@ class EngineRuntime(DueTicks, BatchCommit):
             source, run = "delivery", lambda: self._on_delivery(key, value, now, pending)
         else:
             source = "event"
-            run = lambda: self._on_profile_event(key, value, message.partition, now, pending)  # noqa: E731
+            hopped = topic != self.topics.profile_events.get_topic_name()
+            run = lambda: self._on_profile_event(  # noqa: E731
+                key, value, message.partition, now, pending, hopped=hopped
+            )
         self._guarded(source, event, key, value, run, pending)
 
     # --- timers --------------------------------------------------------------------
