@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from engine.streaming.produce import acknowledged_producer
 from schemas.events import ProfileEvent
 from schemas.settings import Settings
 
@@ -55,14 +55,7 @@ async def publish_file(
     """Send every valid line; return how many were sent and the problems of the rest."""
     lines = _lines(path)
     problems: list[str] = []
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-        **settings.aiokafka_security(),
-    )
+    producer = acknowledged_producer(settings)
     await producer.start()
     sent = 0
     progress = Progress(

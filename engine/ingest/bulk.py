@@ -21,7 +21,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from engine.core.admission import InvalidEvent, admit_profile_event
-from engine.streaming.produce import produce_batched
+from engine.streaming.produce import acknowledged_producer, produce_batched
 from schemas.settings import Settings
 
 CHUNK = 5000
@@ -177,14 +177,7 @@ async def import_file(
     summary = ImportSummary()
     producer: AIOKafkaProducer | None = None
     if not dry_run:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            max_batch_size=512 * 1024,
-            **settings.aiokafka_security(),
-        )
+        producer = acknowledged_producer(settings)
         await producer.start()
     read = [0]
     topic = settings.topic_profile_events

@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from engine.core.admission import InvalidEvent, admit_profile_event
 from engine.ingest.openapi import openapi_document
-from engine.streaming.produce import produce_batched
+from engine.streaming.produce import acknowledged_producer, produce_batched
 from schemas.ingest import MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES
 from schemas.settings import Settings
 
@@ -195,16 +195,12 @@ def _event_id(raw: bytes) -> str | None:
 
 
 def new_producer(settings: Settings) -> AIOKafkaProducer:
-    """Every event acknowledged by all in-sync replicas, no duplicates from the producer's
-    own retries; a request gives up (503) after INGEST_PRODUCE_TIMEOUT_SECONDS."""
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        acks="all",
-        enable_idempotence=True,
+    """`acknowledged_producer`; a request gives up (503) after
+    INGEST_PRODUCE_TIMEOUT_SECONDS."""
+    return acknowledged_producer(
+        settings,
         linger_ms=2,
-        max_batch_size=256 * 1024,
         request_timeout_ms=int(settings.ingest_produce_timeout_seconds * 1000),
-        **settings.aiokafka_security(),
     )
 
 

@@ -23,7 +23,8 @@ from confluent_kafka import Producer
 from engine.streaming.produce import murmur2
 from tests.integration.conftest import APP_SECRET, PHONE_NUMBER_ID, TOKEN, SandboxServer
 from tests.integration.engine.worker.test_engine_flow import deploy
-from tests.support.kafka import Stack, Worker, collect, produce, profile_event
+from tests.support.builders import profile_event
+from tests.support.kafka import Stack, Worker, collect, produce
 
 pytestmark = pytest.mark.integration
 
@@ -79,6 +80,25 @@ def murmur2_partition(key: str) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % PARTITIONS
 
 
+def sandbox_stack(bootstrap: str, unique: str, sandbox: SandboxServer) -> Stack:
+    """The test's topics, and a connector that sends to `sandbox`."""
+    return Stack(
+        bootstrap,
+        unique,
+        PARTITIONS,
+        extra={
+            "WHATSAPP_API_URL": sandbox.url,
+            "WHATSAPP_TOKEN": TOKEN,
+            "WHATSAPP_APP_SECRET": APP_SECRET,
+            "WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID,
+            "WHATSAPP_RATE_PER_SECOND": "1000",
+            "TOPIC_CAMPAIGN_RUNS": f"campaign-runs-{unique}",
+            # A killed worker's partitions move once its session expires: keep that short.
+            "KAFKA_SESSION_TIMEOUT_SECONDS": "6",
+        },
+    )
+
+
 @pytest.fixture
 def journey_stack(
     kafka_bootstrap: str, unique: str, tmp_path: Path, start_sandbox: Any
@@ -88,19 +108,7 @@ def journey_stack(
 
     async def start() -> tuple[Stack, SandboxServer, Worker]:
         sandbox: SandboxServer = await start_sandbox()
-        stack = Stack(
-            kafka_bootstrap,
-            unique,
-            PARTITIONS,
-            extra={
-                "WHATSAPP_API_URL": sandbox.url,
-                "WHATSAPP_TOKEN": TOKEN,
-                "WHATSAPP_APP_SECRET": APP_SECRET,
-                "WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID,
-                "WHATSAPP_RATE_PER_SECOND": "1000",
-                "TOPIC_CAMPAIGN_RUNS": f"campaign-runs-{unique}",
-            },
-        )
+        stack = sandbox_stack(kafka_bootstrap, unique, sandbox)
         await deploy(stack, JOURNEY)
         worker = Worker(stack, tmp_path, role="all").start()
         started.append(worker)
@@ -202,12 +210,7 @@ entry: {event: user.signed_up}
 reentry: {mode: always}
 start: welcome
 activities:
-  welcome:
-    type: whatsapp
-    template: welcome
-    language: es
-    parameters: {body: ['profile.first_name']}
-    next: done
+  welcome: {type: whatsapp, template: welcome, language: es, parameters: {body: [profile.first_name]}, next: done}
   done: {type: end}
 """
 
@@ -219,19 +222,7 @@ async def test_an_engine_killed_mid_hop_sends_each_message_once(
     visit number, in the message id, is 2); a re-read after the kill sends visit 1 again,
     which the connector drops. The connector runs in a worker of its own, not killed."""
     sandbox: SandboxServer = await start_sandbox()
-    stack = Stack(
-        kafka_bootstrap,
-        unique,
-        PARTITIONS,
-        extra={
-            "WHATSAPP_API_URL": sandbox.url,
-            "WHATSAPP_TOKEN": TOKEN,
-            "WHATSAPP_APP_SECRET": APP_SECRET,
-            "WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID,
-            "WHATSAPP_RATE_PER_SECOND": "1000",
-            "KAFKA_SESSION_TIMEOUT_SECONDS": "6",
-        },
-    )
+    stack = sandbox_stack(kafka_bootstrap, unique, sandbox)
     await deploy(stack, REENTERED)
     topic = stack.env["TOPIC_PROFILE_EVENTS"]
     count = 1500
