@@ -52,6 +52,7 @@ class StepContext:
     whatsapp_sends: Sequence[datetime] = ()
     resumed: bool = False
     run_id: str | None = None
+    deadline: datetime | None = None  # the instance's journey timeout
 
     def evaluate(self, source: str) -> Any:
         return evaluate(source, self.variables)

@@ -88,6 +88,8 @@ def run(ctx: StepContext, activity: WhatsAppActivity, now: datetime) -> StepOutc
         media=media,
         requested_at=now,
         trigger_at=ctx.trigger_at,
+        on_paused=activity.on_paused,
+        wait_until=ctx.deadline,
         channel="whatsapp",
         kind="template",
         text=None,

@@ -221,6 +221,11 @@ class WhatsAppActivity(StrictModel):
     language: str = Field(pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$")
     parameters: WhatsAppParameters = Field(default_factory=WhatsAppParameters)
     media: MediaHeader | None = None
+    on_paused: Literal["skip", "wait"] = Field(
+        default="skip",
+        description="when Meta has paused the template: skip the send (template_paused), or "
+        "wait until it is reinstated or the journey times out",
+    )
     next: ActivityId
     on_error: ActivityId | None = None
 

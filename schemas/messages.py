@@ -32,6 +32,9 @@ class SkipReason(StrEnum):
     INVALID_PHONE = "invalid_phone"
     TEMPLATE_ERROR = "template_error"
     OUTSIDE_WINDOW = "outside_window"
+    TEMPLATE_PAUSED = "template_paused"
+    TEMPLATE_DISABLED = "template_disabled"
+    MARKETING_OPTED_OUT = "marketing_opted_out"
 
 
 class DeliveryError(StrictModel):
@@ -45,6 +48,17 @@ class DeliveryError(StrictModel):
     title: str
     retriable: bool = False
     reason: SkipReason | None = None
+
+
+class Pricing(StrictModel):
+    """What Meta charges for a message, as its status webhooks say (per-message pricing)."""
+
+    billable: bool
+    pricing_model: str = Field(description="PMP: per-message pricing")
+    category: str = Field(description="marketing, utility, authentication, service, ...")
+    type: str | None = Field(
+        default=None, description="regular, free_customer_service, free_entry_point, ..."
+    )
 
 
 class RenderedParameters(StrictModel):
@@ -86,6 +100,13 @@ class SendRequest(StrictModel):
     trigger_at: AwareDatetime | None = Field(
         default=None, description="when the event that caused this send occurred"
     )
+    on_paused: Literal["skip", "wait"] = Field(
+        default="skip",
+        description="a PAUSED template: skip the send, or wait until reinstated (or wait_until)",
+    )
+    wait_until: AwareDatetime | None = Field(
+        default=None, description="the latest a held send may wait: the journey's deadline"
+    )
 
 
 class DeliveryEvent(StrictModel):
@@ -102,4 +123,12 @@ class DeliveryEvent(StrictModel):
     language: str | None = None
     status: DeliveryStatus
     error: DeliveryError | None = None
+    pricing: Pricing | None = Field(
+        default=None, description="Meta's pricing of the message, on sent/delivered statuses"
+    )
+    country_code: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]{1,3}$",
+        description="the recipient's country calling code (34), with pricing: prices differ",
+    )
     occurred_at: AwareDatetime

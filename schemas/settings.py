@@ -53,6 +53,7 @@ class Settings(BaseSettings):
         description="the engine's internal topic for profile events produced on another "
         "partition than their key's murmur2 one; default: TOPIC_PROFILE_EVENTS + '-repartition'",
     )
+    topic_whatsapp_controls: str = "whatsapp-controls"
     topic_partitions: int = Field(default=8, ge=1)
 
     # Engine runtime
@@ -132,6 +133,21 @@ class Settings(BaseSettings):
     whatsapp_api_version: str = "v21.0"
     whatsapp_token: SecretStr | None = None
     whatsapp_phone_number_id: str = "100000000000001"
+    whatsapp_waba_id: str | None = Field(
+        default=None, description="the WhatsApp Business Account whose templates are synced"
+    )
+    whatsapp_messaging_limit: int | None = Field(
+        default=None,
+        ge=1,
+        description="unique users reached with templates per moving window (Meta's tier: "
+        "250, 2000, 10000, 100000); unset: the tier from business_capability_update, if any",
+    )
+    whatsapp_messaging_window_seconds: float = Field(
+        default=24 * 3600, gt=0, description="the messaging limit's moving window"
+    )
+    whatsapp_pair_backoff_seconds: float = Field(
+        default=6.0, ge=0, description="wait before sending again to a user after 131056"
+    )
     whatsapp_app_secret: SecretStr | None = None
     whatsapp_verify_token: SecretStr | None = None
     whatsapp_rate_per_second: float = Field(default=80.0, gt=0, le=1000)

@@ -35,8 +35,11 @@ log = structlog.get_logger("connectors.whatsapp.client")
 RETRIABLE_CODES = frozenset({130429, 80007, 131056, 131000, 1, 2, 4})
 # Final: the request itself is wrong, the person cannot be reached, or the token is bad.
 FINAL_CODES = frozenset(
-    {131047, 131026, 131050, 132000, 132001, 132015, 132016, 131008, 131009, 100, 190}
+    {131047, 131026, 131049, 131050, 132000, 132001, 132015, 132016, 131008, 131009, 100, 190}
 )
+MARKETING_LIMITED = 131049  # Meta limits marketing messages to this user for now
+MARKETING_OPTED_OUT = 131050  # the user stopped marketing messages from this business
+PAIR_RATE_LIMITED = 131056  # too many messages to this one user: back off for them only
 # Over the business number's throughput cap: pause the number, not just this message.
 RATE_LIMIT_CODES = frozenset({130429, 80007})
 AUTH_ERROR_CODE = 190

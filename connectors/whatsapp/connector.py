@@ -9,6 +9,8 @@ How one request is committed (crash-sensitive; read before changing the order):
           `accepted` DeliveryEvent and never call the API again. Found a "sending"
           marker instead: a crash hid the outcome of a call (see step 0).
   Step 2. Policy (connectors.whatsapp.policy): skipped -> a `skipped` DeliveryEvent.
+          Then what Meta said (connectors.whatsapp.gate): template status, marketing
+          opt-out and hold, messaging limit; skipped, or held until it may go.
   Step 3. Store a "sending" marker for the message id and wait until the broker has it;
           then call the API inside the pacing limits; retry retriable answers with
           capped exponential backoff and jitter, up to WHATSAPP_MAX_RETRIES.
@@ -39,6 +41,7 @@ marker: it is sent twice. The Cloud API has no idempotency key to close that com
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import time
 import weakref
@@ -56,7 +59,22 @@ from mode import Service
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from connectors.whatsapp.client import CloudApiClient, SendOutcome
+from connectors.whatsapp.client import (
+    MARKETING_LIMITED,
+    MARKETING_OPTED_OUT,
+    PAIR_RATE_LIMITED,
+    CloudApiClient,
+    SendOutcome,
+)
+from connectors.whatsapp.controls import (
+    MARKETING_HOLD,
+    Controls,
+    ControlsFollower,
+    Record,
+    hold_record,
+    optout_record,
+)
+from connectors.whatsapp.gate import SendGate
 from connectors.whatsapp.indoubt import Evidence, find_statuses
 from connectors.whatsapp.pacing import Pacer, partition_share
 from connectors.whatsapp.policy import check_send, mask_phone
@@ -91,7 +109,15 @@ SKIP_TITLES: dict[SkipReason, str] = {
     SkipReason.INVALID_PHONE: "no valid E.164 phone number",
     SkipReason.TEMPLATE_ERROR: "the request has no template (or no text) to send",
     SkipReason.OUTSIDE_WINDOW: "free-form text outside the 24-hour customer-service window",
+    SkipReason.TEMPLATE_PAUSED: "Meta paused the template",
+    SkipReason.TEMPLATE_DISABLED: "Meta disabled the template",
+    SkipReason.MARKETING_OPTED_OUT: "the user stopped marketing messages",
 }
+# Set per batch: called by a request that starts waiting (held by the gate, or backing off
+# after 131056), so the next batches need not wait for it. Acks stay in batch order.
+_ON_HOLD: contextvars.ContextVar[Callable[[], None]] = contextvars.ContextVar(
+    "whatsapp_on_hold", default=lambda: None
+)
 
 DEAD_LETTERS = Counter(
     "whatsapp_connector_dead_letters_total",
@@ -174,8 +200,8 @@ def failed_error(outcome: SendOutcome) -> DeliveryError:
     )
 
 
-def skipped_error(reason: SkipReason) -> DeliveryError:
-    return DeliveryError(title=SKIP_TITLES[reason], reason=reason)
+def skipped_error(reason: SkipReason, title: str | None = None) -> DeliveryError:
+    return DeliveryError(title=title or SKIP_TITLES[reason], reason=reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +252,7 @@ class WhatsAppConnector:
         batch_within: float = 0.05,
         clock: Callable[[], datetime] = utcnow,
         status_finder: StatusFinder | None = None,
+        controls: Controls | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
@@ -276,6 +303,13 @@ class WhatsAppConnector:
         self._intake_lock = asyncio.Lock()
         self._claims: dict[str, asyncio.Future[None]] = {}
         self._writer = RecordWriter(self._producer, settings.kafka_producer_linger_ms / 1000)
+        self.controls = controls or Controls(
+            window_seconds=settings.whatsapp_messaging_window_seconds
+        )
+        self.follower = ControlsFollower(settings, self.controls)
+        self.gate = SendGate(
+            self.controls, settings, self._write_control, clock, ready=self.follower.ready
+        )
 
     # -- the agent
 
@@ -360,6 +394,15 @@ class WhatsAppConnector:
         acked: asyncio.Future[None],
     ) -> None:
         """Handle one batch (again, until it goes through), then ack it after the one before."""
+        released = False
+
+        def release_slot() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._slots.release()
+
+        _ON_HOLD.set(release_slot)
         try:
             attempt = 0
             while True:
@@ -380,7 +423,7 @@ class WhatsAppConnector:
         finally:
             if not acked.done():
                 acked.set_result(None)
-            self._slots.release()
+            release_slot()
             self._active -= 1
             if not self._active:
                 self._idle.set()
@@ -566,8 +609,11 @@ class WhatsAppConnector:
             _OUTCOME["duplicate"].inc()
             return "duplicate"
 
-        # Step 2: policy.
-        reason = check_send(request, now=self.clock())
+        # Step 2: policy, then what Meta said.
+        reason, title = check_send(request, now=self.clock()), None
+        if reason is None:
+            verdict = await self.gate.check(request, _ON_HOLD.get())
+            reason, title = verdict if verdict is not None else (None, None)
         if reason is not None:
             log.info(
                 "whatsapp.skipped",
@@ -579,7 +625,7 @@ class WhatsAppConnector:
                 request,
                 DeliveryStatus.SKIPPED,
                 occurred_at=self.clock(),
-                error=skipped_error(reason),
+                error=skipped_error(reason, title),
             )
             await self._emit(event, pending)
             _OUTCOME["skipped"].inc()
@@ -606,6 +652,10 @@ class WhatsAppConnector:
                 request, DeliveryStatus.FAILED, occurred_at=now, error=failed_error(outcome)
             )
             status = "failed"
+            if outcome.code == MARKETING_LIMITED:
+                await self._write_control(hold_record(request.profile_id, now + MARKETING_HOLD))
+            elif outcome.code == MARKETING_OPTED_OUT:
+                await self._write_control(optout_record(request.profile_id, True, now))
         # Step 5.
         await self._emit(event, pending)
         _OUTCOME[status].inc()
@@ -629,13 +679,24 @@ class WhatsAppConnector:
                     code=outcome.code,
                 )
                 return outcome
-            await asyncio.sleep(self.backoff.delay(attempt))
+            delay = self.backoff.delay(attempt)
+            if outcome.code == PAIR_RATE_LIMITED:
+                # Too many messages to this one user: wait for them, not for the number.
+                _ON_HOLD.get()()
+                delay = max(delay, self.settings.whatsapp_pair_backoff_seconds)
+            await asyncio.sleep(delay)
             attempt += 1
 
     def _producer(self) -> Any:
         # aiokafka's producer itself: faust's Topic.send wraps every record in codecs,
         # futures and callbacks, and its changelog buffer sends one record at a time.
         return cast(Any, self.app.producer)._ensure_producer()
+
+    async def _write_control(self, record: Record) -> None:
+        """Apply a control record here at once and write it for the other workers."""
+        key, value = record
+        self.controls.apply(key, value)
+        await self._writer.write(self.settings.topic_whatsapp_controls, key=key, value=value)
 
     def _store(self, partition: int, key: bytes, value: bytes | None) -> Awaitable[None]:
         """Write `key` to the table now (None: delete it); await the result for the broker
@@ -726,9 +787,13 @@ def register(
     app.agent(requests_topic, name="whatsapp-connector")(whatsapp_connector)
 
     class WhatsAppClientCloser(Service):
-        """Closes the connector's HTTP client when the app stops."""
+        """Follows whatsapp-controls while the app runs; closes the HTTP client at the end."""
+
+        async def on_start(self) -> None:
+            connector.follower.start()
 
         async def on_stop(self) -> None:
+            await connector.follower.stop()
             await connector.aclose()
 
     app.service(WhatsAppClientCloser)

@@ -26,6 +26,11 @@ _HELP_WORDS. Opt-out and opt-in also publish a `profile.updated` ProfileEvent wi
 allowed inside the 24-hour window whatever the consent (see connectors.whatsapp.policy):
 the confirmation of a STOP is what Meta's policy expects.
 
+Account webhooks (template status, quality and category, user_preferences, the
+messaging-limit tier) and 131049/131050 in failed statuses become records on
+whatsapp-controls (connectors.whatsapp.account_webhooks); statuses carry Meta's `pricing`
+into their DeliveryEvents.
+
 Every record of one webhook is on the broker before Meta gets its 200; when Kafka fails the
 answer is 503 and Meta delivers the webhook again.
 """
@@ -43,6 +48,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import orjson
+import phonenumbers
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -50,13 +56,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
+from connectors.whatsapp import account_webhooks
 from connectors.whatsapp.client import RETRIABLE_CODES
 from connectors.whatsapp.policy import Keyword, keyword_rules, mask_phone
 from connectors.whatsapp.signature import verify
 from schemas.common import normalize_e164
 from schemas.deadletter import dead_letter_record
 from schemas.events import ConsentStatus, ProfileAttributes, ProfileEvent
-from schemas.messages import DeliveryError, DeliveryEvent, DeliveryStatus, SendRequest
+from schemas.messages import DeliveryError, DeliveryEvent, DeliveryStatus, Pricing, SendRequest
 from schemas.settings import Settings
 
 log = structlog.get_logger("connectors.whatsapp.webhook")
@@ -317,13 +324,22 @@ class WebhookReceiver:
             for message in value.get("messages") or ():
                 if isinstance(message, dict):
                     await self._inbound(message, phone_number_id, pending, marks)
+        now = self.clock()
+        for field, value in account_webhooks.changes(payload):
+            if field in account_webhooks.FIELDS:
+                for key, record in account_webhooks.control_records(
+                    field, value, lambda wa_id: self.phones.profile_for(to_e164(wa_id)), now
+                ):
+                    await self._send(pending, self.settings.topic_whatsapp_controls, key, record)
+                WEBHOOK_RECORDS.labels(kind=field, result="ok").inc()
+                log.info("whatsapp_webhook.account", field=field)
         await asyncio.gather(*pending)
         # Only what reached the broker counts as seen: a failed webhook is retried whole.
         for mark in marks:
             self.seen.put(mark, True)
 
     async def _send(
-        self, pending: list[Awaitable[Any]], topic: str, key: bytes, value: bytes
+        self, pending: list[Awaitable[Any]], topic: str, key: bytes, value: bytes | None
     ) -> None:
         pending.append(await self.producer.send(topic, value, key=key))
 
@@ -369,6 +385,8 @@ class WebhookReceiver:
             code = code if isinstance(code, int) else None
             title = (first.get("title") if isinstance(first, dict) else None) or "failed"
             error = DeliveryError(code=code, title=str(title), retriable=code in RETRIABLE_CODES)
+            for control, flag in account_webhooks.status_error_records(step.profile_id, code, now):
+                await self._send(pending, self.settings.topic_whatsapp_controls, control, flag)
         event = DeliveryEvent(
             message_id=step.message_id,
             wamid=wamid,
@@ -380,6 +398,8 @@ class WebhookReceiver:
             language=step.language,
             status=kind,
             error=error,
+            pricing=_pricing(status.get("pricing")),
+            country_code=_country_code(status) if "pricing" in status else None,
             occurred_at=_timestamp(status.get("timestamp"), now),
         )
         key = step.profile_id.encode()
@@ -588,6 +608,25 @@ def _change_values(payload: dict[str, Any]) -> list[dict[str, Any]]:
             if isinstance(change, dict) and isinstance(change.get("value"), dict):
                 values.append(change["value"])
     return values
+
+
+def _pricing(raw: object) -> Pricing | None:
+    """Meta's pricing object as the DeliveryEvent carries it; None when absent or malformed."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return Pricing.model_validate({k: v for k, v in raw.items() if k in Pricing.model_fields})
+    except ValueError:
+        return None
+
+
+def _country_code(status: dict[str, Any]) -> str | None:
+    """The recipient's country calling code from Meta's recipient_id (digits), if it parses."""
+    try:
+        number = phonenumbers.parse("+" + str(status.get("recipient_id", "")), None)
+    except phonenumbers.NumberParseException:
+        return None
+    return str(number.country_code) if number.country_code else None
 
 
 def _message_text(message: dict[str, Any]) -> str | None:

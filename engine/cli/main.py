@@ -32,6 +32,7 @@ from engine.cli.publish import publish_file
 from engine.cli.report import report_command
 from engine.cli.simulate import simulate_command
 from engine.cli.tail import tail_topic
+from engine.cli.templates import install as install_templates
 from engine.cli.test import test_command
 from engine.core.graph import to_mermaid
 from engine.core.loader import load_journey
@@ -360,3 +361,4 @@ main.add_command(test_command)
 main.add_command(ingest_command)
 main.add_command(import_command)
 main.add_command(simulate_command)
+install_templates(main, campaign_group)

@@ -826,4 +826,5 @@ def _context(
         trigger_at=trigger_at,
         whatsapp_sends=run.state.sends.get("whatsapp", ()),
         run_id=_campaign_run(compiled, instance),
+        deadline=instance.deadline,
     )

@@ -5,7 +5,7 @@ Every problem is reported as `FILE:LINE:COLUMN: path.to.field: message`, all at 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,6 +236,14 @@ def parse_campaign(text: str, filename: str = "<string>") -> CampaignDefinition:
     if problems:
         raise JourneyValidationError(_sorted(problems))
     return campaign
+
+
+def field_locator(
+    text: str, filename: str
+) -> tuple[Callable[[Path_], tuple[int, int]], Callable[[Path_], str]]:
+    """For checks after loading: (path -> LINE, COLUMN) and (path -> field name) in `text`."""
+    _, marks = _compose(text, filename, "a YAML mapping")
+    return marks.locate, _field_name
 
 
 def load_campaign(path: str | Path) -> CampaignDefinition:

@@ -48,6 +48,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_journey_definitions, 1, compacted=True),
         TopicSpec(settings.topic_profile_phones, p, compacted=True),
         TopicSpec(settings.topic_campaign_runs, 1, compacted=True),
+        TopicSpec(settings.topic_whatsapp_controls, 1, compacted=True),
     ]
 
 

@@ -70,6 +70,7 @@ def wa_settings(kafka_bootstrap: str, unique: str) -> Callable[..., Settings]:
             "topic_delivery_events": f"delivery-events-{unique}",
             "topic_dead_letter": f"dead-letter-{unique}",
             "topic_profile_phones": f"profile-phones-{unique}",
+            "topic_whatsapp_controls": f"whatsapp-controls-{unique}",
             "topic_partitions": PARTITIONS,
             "whatsapp_token": TOKEN,
             "whatsapp_app_secret": APP_SECRET,
@@ -94,6 +95,7 @@ async def _create_topics(settings: Settings) -> None:
     specs.append(
         TopicSpec(settings.topic_profile_phones, settings.topic_partitions, compacted=True)
     )
+    specs.append(TopicSpec(settings.topic_whatsapp_controls, 1, compacted=True))
     await ensure_topics(settings, specs)
 
 

@@ -11,7 +11,7 @@ from connectors.whatsapp.sandbox.config import SandboxConfig, mask_phone, normal
 from connectors.whatsapp.sandbox.errors import ApiError
 from connectors.whatsapp.sandbox.rendering import render_free_form, render_template
 from connectors.whatsapp.sandbox.state import STATE, SandboxState, SentMessage
-from connectors.whatsapp.sandbox.templates import (
+from schemas.templates import (
     Template,
     TemplateButton,
     TemplateFileError,

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
+from connectors.whatsapp.sandbox.account import add_routes
 from connectors.whatsapp.sandbox.config import SandboxConfig
 from connectors.whatsapp.sandbox.faults import (
     handle_clear_fault,
@@ -63,6 +64,7 @@ def build_app(config: SandboxConfig) -> web.Application:
     app.router.add_delete("/sandbox/faults", handle_clear_fault)
     app.router.add_post("/sandbox/clock", handle_clock)
     app.router.add_get("/sandbox/templates", handle_templates)
+    add_routes(app)
     return app
 
 

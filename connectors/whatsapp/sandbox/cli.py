@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from connectors.whatsapp.sandbox.app import serve_until_signalled
 from connectors.whatsapp.sandbox.config import SandboxConfig
-from connectors.whatsapp.sandbox.templates import TemplateFileError, load_templates
+from schemas.templates import TemplateFileError, load_templates
 
 
 @click.command(help="Local WhatsApp Cloud API sandbox")

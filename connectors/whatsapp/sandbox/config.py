@@ -11,7 +11,7 @@ from typing import Literal
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from connectors.whatsapp.sandbox.templates import Template
+from schemas.templates import Template
 
 
 # The phone helpers stay here until the project has one phone masker (issue 21, item 3).
@@ -71,6 +71,10 @@ class SandboxConfig(BaseModel):
     rate_limit_http_status: int = Field(default=429, ge=400, le=599)
     reengagement_error: Literal["webhook", "sync"] = "webhook"
     window_seconds: float = Field(default=24 * 3600, gt=0)
+    # Meta's messaging limit: unique users reached with templates outside the customer
+    # service window per moving window; None is unlimited.
+    messaging_limit: int | None = Field(default=None, ge=1)
+    messaging_window_seconds: float = Field(default=24 * 3600, gt=0)
     webhook_retries: int = Field(default=3, ge=0)
     # Meta takes the message (it is sent, its status webhooks go out) but answers the call
     # this much later: the "Meta took it, the answer was lost" case, when the client gives

@@ -12,6 +12,10 @@ from typing import Any
 #   it today; reengagement_error="sync" makes it a 400 for connectors that test that path.
 # * 130429 answers HTTP 429 (Meta's current table); rate_limit_http_status=400 reproduces the
 #   older answer some accounts still get.
+# * 131049 (marketing limit per user) and 131050 (user stopped marketing) come as `failed`
+#   status webhooks; 131056 (pair rate limit) is a synchronous 400.
+# * The messaging limit (unique users reached with templates in a moving window) has no
+#   dedicated code in Meta's table: a user beyond it gets a `failed` status with 131048.
 # * An unknown phone_number_id is Graph's generic 400 / code 100 / subcode 33
 #   GraphMethodException, not a WhatsApp error.
 
@@ -30,6 +34,10 @@ ERROR_TITLES: dict[int, str] = {
     131009: "Parameter value is not valid",
     131026: "Message undeliverable",
     131047: "Re-engagement message",
+    131048: "Spam rate limit hit",
+    131049: "This message was not delivered to maintain healthy ecosystem engagement",
+    131050: "Unable to deliver the message: the user stopped marketing messages",
+    131056: "(Business Account, Consumer Account) pair rate limit hit",
     132000: "Number of parameters does not match the expected number of params",
     132001: "Template name does not exist in the translation",
     132005: "Translated text too long",
@@ -48,6 +56,17 @@ ERROR_HTTP_STATUS: dict[int, int] = {
 }
 ASYNC_DETAILS: dict[int, str] = {
     131026: "Message Undeliverable.",
+    131048: (
+        "Message failed to send because there are restrictions on how many messages can be "
+        "sent from this phone number."
+    ),
+    131049: (
+        "In order to maintain a healthy ecosystem engagement, the message failed to be delivered."
+    ),
+    131050: (
+        "Unable to deliver the message. This recipient has chosen to stop receiving "
+        "marketing messages on WhatsApp from your business."
+    ),
     131047: (
         "Message failed to send because more than 24 hours have passed since the customer "
         "last replied to this number."

@@ -25,8 +25,8 @@ from connectors.whatsapp.sandbox.state import (
     json_response,
     sandbox_error,
 )
-from connectors.whatsapp.sandbox.templates import Template
 from connectors.whatsapp.sandbox.webhooks import plan, post_and_forget, run_lifecycle
+from schemas.templates import Template
 
 log = structlog.get_logger("connectors.whatsapp.sandbox")
 
@@ -48,7 +48,7 @@ FREE_FORM_TYPES = frozenset(
 )
 
 
-def _auth_error(request: web.Request, state: SandboxState) -> ApiError | None:
+def auth_error(request: web.Request, state: SandboxState) -> ApiError | None:
     header = request.headers.get("Authorization", "")
     scheme, _, supplied = header.partition(" ")
     token = supplied.strip() if scheme.lower() == "bearer" else ""
@@ -66,7 +66,7 @@ def _auth_error(request: web.Request, state: SandboxState) -> ApiError | None:
     return None
 
 
-def _error_response(state: SandboxState, error: ApiError) -> web.Response:
+def error_response(state: SandboxState, error: ApiError) -> web.Response:
     state.reject(error.code)
     headers: dict[str, str] = {}
     if error.code == 190:
@@ -81,7 +81,7 @@ async def handle_send(request: web.Request) -> web.Response:
     state = request.app[STATE]
     version = request.match_info["version"]
     phone_number_id = request.match_info["phone_number_id"]
-    error = await apply_fault(state) or _auth_error(request, state)
+    error = await apply_fault(state) or auth_error(request, state)
     if error is None and not API_VERSION_RE.fullmatch(version):
         error = ApiError(
             2500,
@@ -108,7 +108,7 @@ async def handle_send(request: web.Request) -> web.Response:
             http_status=state.config.rate_limit_http_status,
         )
     if error is not None:
-        return _error_response(state, error)
+        return error_response(state, error)
     try:
         try:
             payload = orjson.loads(await request.read())
@@ -118,7 +118,7 @@ async def handle_send(request: web.Request) -> web.Response:
             raise ApiError(100, "Request body must be a JSON object")
         response = _accept(state, phone_number_id, payload)
     except ApiError as exc:
-        return _error_response(state, exc)
+        return error_response(state, exc)
     if state.config.answer_delay > 0:
         await asyncio.sleep(state.config.answer_delay)
     return response
@@ -185,12 +185,26 @@ def _accept(state: SandboxState, phone_number_id: str, payload: dict[str, Any]) 
         rendered = render_free_form(kind, payload)
 
     async_error: int | None = None
+    injected = state.next_recipient_error(wa_id)
+    if injected == 131056:
+        raise ApiError(
+            131056,
+            "Message failed to send because there were too many messages sent from this phone "
+            "number to the same phone number in a short period of time.",
+        )
     if state.is_unreachable(wa_id) or not is_valid_number(wa_id):
         async_error = 131026
     elif template is None and not state.in_window(wa_id):
         if state.config.reengagement_error == "sync":
             raise ApiError(131047, ASYNC_DETAILS[131047])
         async_error = 131047
+    elif injected is not None:
+        async_error = injected
+    elif template is not None:
+        if template.category == "marketing" and wa_id in state.marketing_stopped:
+            async_error = 131050
+        elif not state.in_window(wa_id) and state.over_messaging_limit(wa_id):
+            async_error = 131048
 
     wamid = state.new_wamid(wa_id)
     message = SentMessage(
@@ -368,6 +382,7 @@ async def handle_reset(request: web.Request) -> web.Response:
     state.fault = None
     state.stats = Stats()
     state.clock_offset = 0.0
+    state.reset_account()
     return web.Response(status=204)
 
 

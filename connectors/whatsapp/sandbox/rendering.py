@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connectors.whatsapp.sandbox.errors import ApiError
-from connectors.whatsapp.sandbox.templates import BODY_MAX_CHARS, PLACEHOLDER_RE, Template
+from schemas.templates import BODY_MAX_CHARS, PLACEHOLDER_RE, Template
 
 TEXT_MAX_CHARS = 4096
 MEDIA_TYPES = frozenset({"image", "video", "audio", "document", "sticker"})

@@ -17,7 +17,7 @@ import structlog
 from aiohttp import web
 
 from connectors.whatsapp.sandbox.config import SandboxConfig
-from connectors.whatsapp.sandbox.templates import Template
+from schemas.templates import Template
 
 log = structlog.get_logger("connectors.whatsapp.sandbox")
 
@@ -153,6 +153,50 @@ class SandboxState:
         self.webhook_slots = asyncio.Semaphore(config.webhook_concurrency)
         self._sequence = 0
         self._unreachable = config.unreachable_ids
+        self.messaging_limit = config.messaging_limit
+        self.messaging_window = config.messaging_window_seconds
+        # wa_id -> when first reached with a template in the current messaging window
+        self.reached: dict[str, float] = {}
+        # wa_id -> error codes the next sends to that user get (POST /sandbox/recipient-errors)
+        self.recipient_errors: dict[str, list[int]] = {}
+        self.marketing_stopped: set[str] = set()
+        self._template_ids: dict[tuple[str, str], str] = {}
+
+    def template_id(self, template: Template) -> str:
+        key = (template.name, template.language)
+        if key not in self._template_ids:
+            self._template_ids[key] = str(300000000000000 + len(self._template_ids) + 1)
+        return self._template_ids[key]
+
+    def reset_account(self) -> None:
+        self.messaging_limit = self.config.messaging_limit
+        self.messaging_window = self.config.messaging_window_seconds
+        self.reached.clear()
+        self.recipient_errors.clear()
+        self.marketing_stopped.clear()
+        self.templates = {(t.name, t.language): t for t in self.config.templates}
+
+    def next_recipient_error(self, wa_id: str) -> int | None:
+        codes = self.recipient_errors.get(wa_id)
+        if not codes:
+            return None
+        code = codes.pop(0)
+        if not codes:
+            del self.recipient_errors[wa_id]
+        return code
+
+    def over_messaging_limit(self, wa_id: str) -> bool:
+        """Count a template to `wa_id`; True when it is a new user beyond the limit."""
+        now = self.now()
+        for user, at in list(self.reached.items()):
+            if now - at >= self.messaging_window:
+                del self.reached[user]
+        if wa_id in self.reached:
+            return False
+        if self.messaging_limit is not None and len(self.reached) >= self.messaging_limit:
+            return True
+        self.reached[wa_id] = now
+        return False
 
     # -- time
 

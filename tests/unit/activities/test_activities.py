@@ -477,7 +477,22 @@ def test_whatsapp_renders_every_parameter_from_the_profile_and_the_event():
         "es",
     )
     assert (send.requested_at, send.trigger_at) == (T0, T0)
+    assert (send.on_paused, send.wait_until) == ("skip", None)
     assert result.delivery is None
+
+
+def test_a_step_that_waits_for_a_paused_template_sends_its_deadline():
+    journey = parse_journey(
+        JOURNEY.replace("    next: hold\n", "    on_paused: wait\n    next: hold\n")
+    )
+    ctx = context("remind", definition=journey)
+    deadline = T0 + timedelta(days=3)
+    ctx = StepContext(
+        **{**{f: getattr(ctx, f) for f in StepContext.__slots__}, "deadline": deadline}
+    )
+    send = run_activity(ctx, journey.activities["remind"], T0).send
+    assert send is not None
+    assert (send.on_paused, send.wait_until) == ("wait", deadline)
 
 
 @pytest.mark.parametrize(

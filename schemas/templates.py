@@ -1,17 +1,30 @@
-"""Message templates as the sandbox (and `journeyctl templates`) read them from YAML."""
+"""WhatsApp message templates: the YAML registry, Graph API's shape, and live status.
+
+The YAML format is what the sandbox serves and `journeyctl templates sync` writes; the
+Graph shape is GET /{waba_id}/message_templates'; TemplateState travels on the compacted
+`whatsapp-templates` topic keyed by `name:language`, last write wins.
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+import yaml
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.yamlfile import YamlInputError, load_yaml_file
 
 PLACEHOLDER_RE = re.compile(r"\{\{\s*(\d+)\s*\}\}")
 BODY_MAX_CHARS = 1024
+
+
+TemplateStatus = Literal[
+    "APPROVED", "PAUSED", "DISABLED", "PENDING", "REJECTED", "FLAGGED", "IN_APPEAL"
+]
+Quality = Literal["GREEN", "YELLOW", "RED", "UNKNOWN"]
+Category = Literal["marketing", "utility", "authentication"]
 
 
 class TemplateFileError(ValueError):
@@ -79,8 +92,9 @@ class Template(BaseModel):
 
     name: str = Field(pattern=r"^[a-z0-9_]{1,512}$")
     language: str = Field(pattern=r"^[a-z]{2,3}(_[A-Za-z]{2,4})?$")
-    category: Literal["marketing", "utility", "authentication"]
-    status: Literal["APPROVED", "PAUSED", "DISABLED", "PENDING", "REJECTED"] = "APPROVED"
+    category: Category
+    status: TemplateStatus = "APPROVED"
+    quality: Quality = "UNKNOWN"
     header: TemplateHeader | None = None
     body: str = Field(min_length=1, max_length=BODY_MAX_CHARS)
     footer: str | None = Field(default=None, max_length=60)
@@ -142,4 +156,110 @@ def load_templates(path: str | Path) -> list[Template]:
     return templates
 
 
-# --------------------------------------------------------------------------- config
+def dump_templates(templates: list[Template]) -> str:
+    """The YAML that load_templates reads back (sorted by name and language)."""
+    entries = [
+        t.model_dump(mode="json", exclude_defaults=True, exclude={"status", "quality"})
+        | {"status": t.status, "quality": t.quality}
+        for t in sorted(templates, key=lambda t: (t.name, t.language))
+    ]
+    return yaml.safe_dump({"templates": entries}, sort_keys=False, allow_unicode=True)
+
+
+# --------------------------------------------------------------------------- Graph API shape
+
+
+def to_graph(template: Template, template_id: str) -> dict[str, Any]:
+    """One entry of GET /{waba_id}/message_templates for `template`."""
+    components: list[dict[str, Any]] = []
+    if template.header is not None:
+        header: dict[str, Any] = {"type": "HEADER", "format": template.header.type.upper()}
+        if template.header.text is not None:
+            header["text"] = template.header.text
+        components.append(header)
+    components.append({"type": "BODY", "text": template.body})
+    if template.footer:
+        components.append({"type": "FOOTER", "text": template.footer})
+    if template.buttons:
+        buttons = []
+        for button in template.buttons:
+            entry = {"type": button.type.upper(), "text": button.text}
+            if button.url is not None:
+                entry["url"] = button.url
+            buttons.append(entry)
+        components.append({"type": "BUTTONS", "buttons": buttons})
+    return {
+        "name": template.name,
+        "language": template.language,
+        "status": template.status,
+        "category": template.category.upper(),
+        "quality_score": {"score": template.quality},
+        "components": components,
+        "id": template_id,
+    }
+
+
+def from_graph(entry: dict[str, Any]) -> Template:
+    """A Graph API template entry as a Template; raises ValueError (pydantic's) when malformed."""
+    data: dict[str, Any] = {
+        "name": entry.get("name"),
+        "language": entry.get("language"),
+        "category": str(entry.get("category", "")).lower(),
+        "status": entry.get("status", "APPROVED"),
+    }
+    score = entry.get("quality_score")
+    if isinstance(score, dict) and score.get("score") in ("GREEN", "YELLOW", "RED"):
+        data["quality"] = score["score"]
+    for component in entry.get("components") or []:
+        kind = str(component.get("type", "")).upper()
+        if kind == "HEADER":
+            header = {"type": str(component.get("format", "TEXT")).lower()}
+            if component.get("text") is not None:
+                header["text"] = component["text"]
+            data["header"] = header
+        elif kind == "BODY":
+            data["body"] = component.get("text")
+        elif kind == "FOOTER":
+            data["footer"] = component.get("text")
+        elif kind == "BUTTONS":
+            data["buttons"] = [
+                {"type": str(b.get("type", "")).lower(), "text": b.get("text")}
+                | ({"url": b["url"]} if b.get("url") is not None else {})
+                for b in component.get("buttons") or []
+            ]
+    return Template.model_validate(data)
+
+
+# --------------------------------------------------------------------------- live state
+
+
+class TemplateState(BaseModel):
+    """What Meta last said about one translation: status, quality and category changes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    language: str
+    status: TemplateStatus | None = None
+    quality: Quality | None = None
+    category: Category | None = None
+    previous_category: Category | None = None
+    reason: str | None = None
+    updated_at: AwareDatetime
+
+    @property
+    def key(self) -> str:
+        return state_key(self.name, self.language)
+
+    @property
+    def blocked(self) -> Literal["paused", "disabled"] | None:
+        """Whether sends must stop: PAUSED, or DISABLED (for good)."""
+        if self.status == "PAUSED":
+            return "paused"
+        if self.status == "DISABLED":
+            return "disabled"
+        return None
+
+
+def state_key(name: str, language: str) -> str:
+    return f"{name}:{language}"

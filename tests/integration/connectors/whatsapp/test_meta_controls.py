@@ -1,0 +1,356 @@
+"""What Meta says reaches every send: template status, marketing limits and opt-outs, the
+messaging limit. Real broker; sandbox -> webhook receiver -> whatsapp-controls -> connector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from connectors.whatsapp.controls import publish_controls, read_controls, template_records
+from schemas.messages import SendRequest
+from schemas.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+ANA, BOB = "+34600111222", "+34600111333"
+SettingsFactory = Callable[..., Settings]
+Start = Callable[..., Awaitable[Any]]
+ReadTopic = Callable[[Settings, str], Awaitable[Any]]
+CreateTopics = Callable[[Settings], Awaitable[None]]
+Produce = Callable[[Settings, str, list[tuple[bytes | None, bytes]]], Awaitable[None]]
+StartWorker = Callable[..., Any]
+
+
+def request(
+    message_id: str,
+    profile_id: str,
+    to: str = ANA,
+    *,
+    template: str = "cart_reminder",
+    **extra: Any,
+) -> SendRequest:
+    body = ["Ana", "10 €"] if template == "cart_reminder" else ["Ana"]
+    return SendRequest.model_validate(
+        {
+            "message_id": message_id,
+            "journey_id": "meta",
+            "journey_version": 1,
+            "activity_id": "send",
+            "profile_id": profile_id,
+            "to": to,
+            "consent": "opted_in",
+            "template": template,
+            "language": "es",
+            "parameters": {"body": body},
+            "requested_at": datetime.now(UTC),
+            **extra,
+        }
+    )
+
+
+def record(r: SendRequest) -> tuple[bytes | None, bytes]:
+    return r.profile_id.encode(), r.model_dump_json().encode()
+
+
+def final(events: list[dict[str, Any]], message_id: str) -> dict[str, Any] | None:
+    for event in events:
+        if event["message_id"] == message_id and event["status"] in (
+            "accepted",
+            "skipped",
+            "failed",
+        ):
+            return event
+    return None
+
+
+def finals(*message_ids: str) -> Callable[[list[dict[str, Any]]], bool]:
+    return lambda events: all(final(events, m) is not None for m in message_ids)
+
+
+async def start_channel(
+    settings: Settings,
+    start_sandbox: Start,
+    start_receiver: Start,
+    start_worker: StartWorker,
+    create_topics: CreateTopics,
+    produce: Produce,
+    wa_settings: SettingsFactory,
+    overrides: dict[str, Any],
+    **sandbox: Any,
+) -> tuple[Settings, Any, Any]:
+    await create_topics(settings)
+    await produce(
+        settings,
+        settings.topic_profile_phones,
+        [(ANA.encode(), b'{"profile_id": "p-ana"}'), (BOB.encode(), b'{"profile_id": "p-bob"}')],
+    )
+    # Categories, as `journeyctl templates sync --publish` would put them.
+    now = datetime.now(UTC)
+    await publish_controls(
+        settings,
+        template_records("cart_reminder", "es", now, status="APPROVED", category="marketing")
+        + template_records("welcome", "es", now, status="APPROVED", category="utility"),
+    )
+    receiver = await start_receiver(settings)
+    sb = await start_sandbox(webhook_url=receiver.webhook_url, **sandbox)
+    settings = wa_settings(whatsapp_api_url=sb.url, **overrides)
+    worker = start_worker(settings)
+    return settings, sb, worker
+
+
+async def test_a_paused_template_stops_sends_within_a_second_and_resumes_when_reinstated(
+    wa_settings: SettingsFactory,
+    start_sandbox: Start,
+    start_receiver: Start,
+    start_worker: StartWorker,
+    read_topic: ReadTopic,
+    create_topics: CreateTopics,
+    produce: Produce,
+) -> None:
+    overrides = {"whatsapp_max_retries": 1}
+    settings, sandbox, _ = await start_channel(
+        wa_settings(**overrides), start_sandbox, start_receiver, start_worker,
+        create_topics, produce, wa_settings, overrides,
+    )  # fmt: skip
+    deliveries = await read_topic(settings, settings.topic_delivery_events)
+    before = request("m-before", "p-ana")
+    await produce(settings, settings.topic_whatsapp_requests, [record(before)])
+    events = await deliveries.until(finals(before.message_id), seconds=60)
+    assert final(events, before.message_id)["status"] == "accepted"  # type: ignore[index]
+
+    def sent(evs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [e for e in evs if e["message_id"] == "m-before" and e["status"] == "sent"]
+
+    [status] = sent(await deliveries.until(lambda evs: bool(sent(evs)), seconds=30))
+    assert status["pricing"] == {
+        "billable": True,
+        "pricing_model": "PMP",
+        "category": "marketing",
+        "type": "regular",
+    }
+    assert status["country_code"] == "34"
+
+    status_url = "/sandbox/templates/cart_reminder/es/status"
+    answer = await sandbox.http.post(status_url, json={"status": "PAUSED", "reason": "LOW"})
+    assert answer.json()["webhook_delivered"] is True  # the receiver has it on the broker
+    await asyncio.sleep(1.0)
+    paused = request("m-paused", "p-bob", BOB)
+    waiting = request("m-wait", "p-ana", on_paused="wait",
+                      wait_until=datetime.now(UTC) + timedelta(minutes=5))  # fmt: skip
+    utility = request("m-utility", "p-bob", BOB, template="welcome")
+    await produce(
+        settings, settings.topic_whatsapp_requests, [record(r) for r in (paused, waiting, utility)]
+    )
+    events = await deliveries.until(finals(paused.message_id, utility.message_id), seconds=30)
+    skipped = final(events, paused.message_id)
+    assert skipped is not None and skipped["status"] == "skipped"
+    assert skipped["error"]["reason"] == "template_paused"
+    assert final(events, utility.message_id)["status"] == "accepted"  # type: ignore[index]
+    events = await deliveries.settle(1.5)
+    assert final(events, waiting.message_id) is None  # held while the template is paused
+    assert [m.template for m in sandbox.state.messages].count("cart_reminder") == 1
+
+    await sandbox.http.post(status_url, json={"status": "REINSTATED"})
+    after = request("m-after", "p-bob", BOB)
+    await asyncio.sleep(1.0)
+    await produce(settings, settings.topic_whatsapp_requests, [record(after)])
+    events = await deliveries.until(finals(waiting.message_id, after.message_id), seconds=30)
+    assert final(events, waiting.message_id)["status"] == "accepted"  # type: ignore[index]
+    assert final(events, after.message_id)["status"] == "accepted"  # type: ignore[index]
+
+    await sandbox.http.post(
+        "/sandbox/templates/welcome/es/category", json={"category": "marketing"}
+    )
+    await sandbox.http.post("/sandbox/templates/welcome/es/quality", json={"quality": "YELLOW"})
+    await sandbox.http.post(status_url, json={"status": "DISABLED"})
+    await asyncio.sleep(1.0)
+    controls = await read_controls(settings)
+    welcome = controls.template("welcome", "es")
+    assert welcome is not None
+    assert (welcome.previous_category, welcome.category, welcome.quality) == (
+        "utility",
+        "marketing",
+        "YELLOW",
+    )
+    assert controls.template("cart_reminder", "es").status == "DISABLED"  # type: ignore[union-attr]
+    disabled = request("m-disabled", "p-bob", BOB)
+    await produce(settings, settings.topic_whatsapp_requests, [record(disabled)])
+    events = await deliveries.until(finals(disabled.message_id), seconds=30)
+    assert final(events, disabled.message_id)["error"]["reason"] == "template_disabled"  # type: ignore[index]
+
+
+async def test_a_marketing_opt_out_skips_marketing_but_not_utility(
+    wa_settings: SettingsFactory,
+    start_sandbox: Start,
+    start_receiver: Start,
+    start_worker: StartWorker,
+    read_topic: ReadTopic,
+    create_topics: CreateTopics,
+    produce: Produce,
+) -> None:
+    overrides = {"whatsapp_max_retries": 1}
+    settings, sandbox, _ = await start_channel(
+        wa_settings(**overrides), start_sandbox, start_receiver, start_worker,
+        create_topics, produce, wa_settings, overrides,
+    )  # fmt: skip
+    deliveries = await read_topic(settings, settings.topic_delivery_events)
+    answer = await sandbox.http.post(
+        "/sandbox/user-preferences", json={"from": ANA, "value": "stop"}
+    )
+    assert answer.json()["webhook_delivered"] is True
+    await asyncio.sleep(1.0)
+    marketing = request("m-marketing", "p-ana")
+    utility = request("m-utility", "p-ana", template="welcome")
+    other = request("m-other", "p-bob", BOB)
+    batch = [record(r) for r in (marketing, utility, other)]
+    await produce(settings, settings.topic_whatsapp_requests, batch)
+    ids = (marketing.message_id, utility.message_id, other.message_id)
+    events = await deliveries.until(finals(*ids), seconds=60)
+    skipped = final(events, marketing.message_id)
+    assert skipped is not None and skipped["status"] == "skipped"
+    assert skipped["error"]["reason"] == "marketing_opted_out"
+    assert final(events, utility.message_id)["status"] == "accepted"  # type: ignore[index]
+    assert final(events, other.message_id)["status"] == "accepted"  # type: ignore[index]
+
+    await sandbox.http.post("/sandbox/user-preferences", json={"from": ANA, "value": "resume"})
+    await asyncio.sleep(1.0)
+    again = request("m-again", "p-ana")
+    await produce(settings, settings.topic_whatsapp_requests, [record(again)])
+    events = await deliveries.until(finals(again.message_id), seconds=30)
+    assert final(events, again.message_id)["status"] == "accepted"  # type: ignore[index]
+
+    # 131050 in a failed status sets the same opt-out (Meta knew before the webhook came).
+    await sandbox.http.post("/sandbox/recipient-errors", json={"to": BOB, "code": 131050})
+    refused = request("m-refused", "p-bob", BOB)
+    await produce(settings, settings.topic_whatsapp_requests, [record(refused)])
+    events = await deliveries.until(
+        lambda evs: any(
+            e["message_id"] == refused.message_id and e["status"] == "failed" for e in evs
+        ),
+        seconds=30,
+    )
+    failed = next(
+        e for e in events if e["message_id"] == refused.message_id and e["status"] == "failed"
+    )
+    assert (failed["error"]["code"], failed["error"]["retriable"]) == (131050, False)
+    await asyncio.sleep(1.0)
+    later = request("m-later", "p-bob", BOB)
+    await produce(settings, settings.topic_whatsapp_requests, [record(later)])
+    events = await deliveries.until(finals(later.message_id), seconds=30)
+    assert final(events, later.message_id)["error"]["reason"] == "marketing_opted_out"  # type: ignore[index]
+
+
+async def test_131049_holds_marketing_for_the_profile_and_131056_backs_off_for_one_user(
+    wa_settings: SettingsFactory,
+    start_sandbox: Start,
+    start_receiver: Start,
+    start_worker: StartWorker,
+    read_topic: ReadTopic,
+    create_topics: CreateTopics,
+    produce: Produce,
+) -> None:
+    overrides = {"whatsapp_max_retries": 3, "whatsapp_pair_backoff_seconds": 2.0}
+    settings, sandbox, _ = await start_channel(
+        wa_settings(**overrides), start_sandbox, start_receiver, start_worker,
+        create_topics, produce, wa_settings, overrides,
+    )  # fmt: skip
+    deliveries = await read_topic(settings, settings.topic_delivery_events)
+    await sandbox.http.post("/sandbox/recipient-errors", json={"to": ANA, "code": 131049})
+    limited = request("m-limited", "p-ana")
+    await produce(settings, settings.topic_whatsapp_requests, [record(limited)])
+    events = await deliveries.until(
+        lambda evs: any(e["message_id"] == "m-limited" and e["status"] == "failed" for e in evs),
+        seconds=30,
+    )
+    failed = next(e for e in events if e["message_id"] == "m-limited" and e["status"] == "failed")
+    assert (failed["error"]["code"], failed["error"]["retriable"]) == (131049, False)
+    await asyncio.sleep(1.0)
+    held = request("m-held", "p-ana")
+    utility = request("m-utility", "p-ana", template="welcome")
+    await produce(settings, settings.topic_whatsapp_requests, [record(held), record(utility)])
+    events = await deliveries.until(finals(held.message_id, utility.message_id), seconds=30)
+    capped = final(events, held.message_id)
+    assert capped is not None and capped["error"]["reason"] == "frequency_capped"
+    assert "131049" in capped["error"]["title"]
+    assert final(events, utility.message_id)["status"] == "accepted"  # type: ignore[index]
+
+    # 131056: Ana's message waits for her pair limit; Bob's, sent at the same time, does not.
+    await sandbox.http.post("/sandbox/recipient-errors", json={"to": BOB, "code": 131056})
+    slow = request("m-slow", "p-bob", BOB, template="welcome")
+    fast = request("m-fast", "p-ana", template="welcome")
+    started = time.monotonic()
+    await produce(settings, settings.topic_whatsapp_requests, [record(slow), record(fast)])
+    seen: dict[str, float] = {}
+
+    def both(evs: list[dict[str, Any]]) -> bool:
+        for mid in ("m-slow", "m-fast"):
+            if mid not in seen and final(evs, mid) is not None:
+                seen[mid] = time.monotonic() - started
+        return len(seen) == 2
+
+    events = await deliveries.until(both, seconds=30)
+    assert final(events, "m-slow")["status"] == "accepted"  # type: ignore[index]
+    assert final(events, "m-fast")["status"] == "accepted"  # type: ignore[index]
+    assert seen["m-slow"] >= 2.0 > seen["m-fast"], seen
+    assert sandbox.state.stats.rejected_by_code.get(131056) == 1
+
+
+async def test_a_tier_of_250_holds_the_251st_new_user_until_the_window_frees(
+    wa_settings: SettingsFactory,
+    start_sandbox: Start,
+    start_receiver: Start,
+    start_worker: StartWorker,
+    read_topic: ReadTopic,
+    create_topics: CreateTopics,
+    produce: Produce,
+) -> None:
+    window = 10.0
+    overrides = {
+        "whatsapp_messaging_limit": 250,
+        "whatsapp_messaging_window_seconds": window,
+        "whatsapp_rate_per_second": 400,
+    }
+    settings, sandbox, worker = await start_channel(
+        wa_settings(**overrides), start_sandbox, start_receiver, start_worker,
+        create_topics, produce, wa_settings, overrides,
+        messaging_limit=250, messaging_window_seconds=window, rate_per_second=1000,
+    )  # fmt: skip
+    deliveries = await read_topic(settings, settings.topic_delivery_events)
+    warmup = request("m-warmup", "p-ana", template="welcome")  # Ana: the first user reached
+    await produce(settings, settings.topic_whatsapp_requests, [record(warmup)])
+    await deliveries.until(finals(warmup.message_id), seconds=60)
+    reached_first = time.monotonic()
+    # 250 more new users: 249 fill the tier of 250, the last is the 251st new user.
+    users = [
+        request(f"m-{i}", f"p-{i}", f"+3460{i:07d}", template="welcome") for i in range(1, 251)
+    ]
+    await produce(settings, settings.topic_whatsapp_requests, [record(r) for r in users])
+
+    def done(events: list[dict[str, Any]]) -> list[str]:
+        return [r.message_id for r in users if final(events, r.message_id) is not None]
+
+    events = await deliveries.until(lambda evs: len(done(evs)) >= 249, seconds=60)
+    filled = time.monotonic() - reached_first
+    assert filled < window - 3, f"250 users took {filled:.1f}s: too slow for this window"
+    events = await deliveries.settle(1.0)
+    [held] = [r.message_id for r in users if final(events, r.message_id) is None]
+    assert all(final(events, m)["status"] == "accepted" for m in done(events))  # type: ignore[index]
+    # A user already reached in the window is not held behind the 251st.
+    repeat = request("m-repeat", "p-ana", template="welcome")
+    await produce(settings, settings.topic_whatsapp_requests, [record(repeat)])
+    events = await deliveries.until(finals(repeat.message_id), seconds=5)
+    assert final(events, repeat.message_id)["status"] == "accepted"  # type: ignore[index]
+    assert final(events, held) is None
+
+    events = await deliveries.until(finals(held), seconds=window + 20)
+    released = time.monotonic() - reached_first
+    assert final(events, held)["status"] == "accepted"  # type: ignore[index]
+    assert released >= window - 0.5, released
+    assert "whatsapp.messaging_limit_hold" in worker.log(600)
+    assert sandbox.state.stats.failed_by_code.get(131048) is None  # Meta never had to refuse
