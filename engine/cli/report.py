@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import IO
 
 import click
+import orjson
 from rich.console import Console
 
 from engine.cli.common import EXIT_FAILURE, EXIT_INVALID, fail, load_settings, run_kafka
+from engine.reporting.cost import CostBuilder, PriceFileError, load_prices, render_cost
 from engine.reporting.report import (
     Report,
     ReportTimeoutError,
@@ -49,8 +51,10 @@ async def _gather(
     timeout: float,
     journeys: tuple[str, ...],
     with_definitions: bool,
+    cost: CostBuilder | None = None,
 ) -> tuple[Report, dict[str, JourneyDefinition]]:
-    report = await read_report(settings, since, until, timeout, journeys or None)
+    also = cost.add_delivery if cost is not None else None
+    report = await read_report(settings, since, until, timeout, journeys or None, also)
     if not with_definitions:
         return report, {}
     # Only the deployed version's diagram is known; older versions get the funnel only.
@@ -84,6 +88,13 @@ def _write(text: str, output: str | None) -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="write here")
 @click.option("--journey", "journeys", multiple=True, metavar="ID", help="only this journey")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="seconds")
+@click.option(
+    "--prices",
+    "prices_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="price table (YAML: category -> calling code -> price) to show cost",
+)
 def report_command(
     from_beginning: bool,
     since: str | None,
@@ -92,10 +103,12 @@ def report_command(
     output: str | None,
     journeys: tuple[str, ...],
     timeout: float,
+    prices_file: str | None,
 ) -> None:
     """Report per journey, version and activity from delivery-events and journey-steps:
     entered, exited by reason, sent, delivered, read, failed by code, skipped by reason,
-    conversions, split paths, median and p90 time to deliver and to read."""
+    conversions, split paths, median and p90 time to deliver and to read; billable
+    messages by category per journey (table and json), and their cost with --prices."""
     # Checked by hand, not click.Choice: click's usage errors exit 2, which here means Kafka.
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}", EXIT_INVALID)
@@ -109,30 +122,42 @@ def report_command(
         fail(f"--since/--until: {exc} (use 2026-11-24T10:00:00Z or 7d)", EXIT_INVALID)
     if start and end and start >= end:
         fail(f"--since ({start.isoformat()}) is not before --until", EXIT_INVALID)
+    try:
+        prices = load_prices(prices_file) if prices_file else None
+    except PriceFileError as exc:
+        fail(str(exc), EXIT_INVALID)
+    cost = CostBuilder(prices, journeys or None)
     settings = load_settings()
-    gather = _gather(settings, start, end, timeout, journeys, fmt == "html")
+    gather = _gather(settings, start, end, timeout, journeys, fmt == "html", cost)
     try:
         report, definitions = run_kafka(gather, settings, timeout=None)
     except ReportTimeoutError as exc:
         fail(str(exc), EXIT_FAILURE)
     for topic in report.missing_topics:
         click.echo(f"warning: topic {topic!r} does not exist; its figures are empty", err=True)
-    _emit(report, definitions, fmt, output)
+    _emit(report, definitions, fmt, output, cost)
 
 
 def _emit(
-    report: Report, definitions: dict[str, JourneyDefinition], fmt: str, output: str | None
+    report: Report,
+    definitions: dict[str, JourneyDefinition],
+    fmt: str,
+    output: str | None,
+    cost: CostBuilder,
 ) -> None:
     if fmt == "table":
         if output is None:
             render_table(report, _console(None))
+            render_cost(cost, _console(None))
             return
         with Path(output).open("w", encoding="utf-8") as file:
             render_table(report, _console(file))
+            render_cost(cost, _console(file))
         click.echo(f"wrote {output}", err=True)
     elif fmt == "csv":
         _write(to_csv(report), output)
     elif fmt == "json":
-        _write(to_json(report).decode(), output)
+        body = orjson.loads(to_json(report)) | {"billing": cost.to_dict()}
+        _write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n", output)
     else:
         _write(to_html(report, definitions), output)

@@ -9,7 +9,7 @@ import asyncio
 import csv
 import io
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from html import escape
@@ -439,15 +439,25 @@ async def read_report(
     until: datetime | None,
     timeout: float,
     journeys: Iterable[str] | None = None,
+    also_delivery: Callable[[bytes], None] | None = None,
 ) -> Report:
     """Read delivery-events and journey-steps (records timestamped in [since, until)) to a Report.
+
+    `also_delivery` sees every delivery-events record too (the cost fold reads them).
 
     The end of the read is each partition's end offset when it starts, so a busy topic
     cannot keep the report running; `timeout` (seconds) bounds the whole read.
     """
     builder = ReportBuilder(journeys)
+    add_delivery = builder.add_delivery
+    if also_delivery is not None:
+
+        def add_delivery(raw: bytes) -> None:
+            builder.add_delivery(raw)
+            also_delivery(raw)
+
     adders = {
-        settings.topic_delivery_events: builder.add_delivery,
+        settings.topic_delivery_events: add_delivery,
         settings.topic_journey_steps: builder.add_step,
     }
     consumer = AIOKafkaConsumer(
