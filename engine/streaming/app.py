@@ -147,6 +147,8 @@ def create_app(settings: Settings, roles: frozenset[str] = ROLES, *, web: bool =
         store=settings.store,
         datadir=str(settings.data_dir),
         topic_partitions=settings.topic_partitions,
+        # Changelogs and faust's own topics: replicated like the engine's topics.
+        topic_replication_factor=settings.topic_replication_factor,
         key_serializer="raw",
         value_serializer="raw",
         processing_guarantee="at_least_once",

@@ -3,8 +3,9 @@ against a broker with SCRAM-SHA-512, TLS and the StandardAuthorizer, logged in a
 that holds only the ACLs docs/KAFKA.md lists; and the error a user reads when the
 password is wrong or an ACL is missing.
 
-The broker is `deploy/kafka/start --secure` on 127.0.0.1:29192 (controller 29193), started
-once for the session, its data under the checkout's .kafka/ and wiped at the end.
+The broker is `deploy/kafka/start --secure` on two free loopback ports from 29100 up
+(TEST_SECURE_KAFKA_PORT fixes them), started once for the session, its data under the
+checkout's .kafka/ and wiped at the end.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from confluent_kafka.admin import AclOperation, ResourceType
 from schemas.settings import Settings
 from tests.reliability.conftest import StartReceiver, StartSandbox, StartWorker
 from tests.reliability.support import reliability_stack, signup
-from tests.support.brokers import Acl, LocalCluster, ScramAdmin, client_env
+from tests.support.brokers import Acl, LocalCluster, ScramAdmin, client_env, free_ports
 from tests.support.kafka import ROOT, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -47,7 +48,7 @@ READ_WRITE = (AclOperation.READ, AclOperation.WRITE, AclOperation.DESCRIBE, AclO
 
 @pytest.fixture(scope="session")
 def secure_kafka() -> Iterator[LocalCluster]:
-    cluster = LocalCluster(port=29192, controller_port=29193, secure=True)
+    cluster = LocalCluster(port=free_ports(2, "TEST_SECURE_KAFKA_PORT"), secure=True)
     cluster.stop()  # a broker left by an interrupted run
     cluster.start()
     try:

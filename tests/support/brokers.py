@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,14 +30,34 @@ from confluent_kafka.admin import (
 from tests.support.kafka import ROOT
 
 START_SECONDS = 180
+PORT_RANGE = range(29100, 29900, 10)  # blocks of 10 loopback ports for the extra clusters
+
+
+def free_ports(count: int, env_name: str) -> int:
+    """The first port of `count` consecutive free loopback ports: `env_name` if set, else
+    the first free block in 29100-29899 (checkouts running side by side get their own)."""
+    if os.environ.get(env_name):
+        return int(os.environ[env_name])
+    for base in PORT_RANGE:
+        if all(_free(port) for port in range(base, base + count)):
+            return base
+    raise RuntimeError(f"no {count} free loopback ports in 29100-29899")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass
 class LocalCluster:
-    """Nodes `deploy/kafka/start` runs on KAFKA_PORT+2i (controllers KAFKA_CONTROLLER_PORT+2i)."""
+    """Nodes `deploy/kafka/start` runs on loopback ports from `port` up."""
 
-    port: int
-    controller_port: int
+    port: int  # then the controller on port+1; node i on port+2i, its controller port+2i+1
     brokers: int = 1
     secure: bool = False
     home: Path = ROOT / ".kafka"
@@ -54,7 +75,7 @@ class LocalCluster:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "TOPIC_"))}
         env.update(
             KAFKA_PORT=str(port or self.port),
-            KAFKA_CONTROLLER_PORT=str(self.controller_port),
+            KAFKA_CONTROLLER_PORT=str(self.port + 1),
             KAFKA_HOME_DIR=str(self.home),
             KAFKA_HEAP="-Xmx512m -Xms128m",
             KAFKA_NUM_PARTITIONS="4",
@@ -75,14 +96,18 @@ class LocalCluster:
         return self.bootstrap
 
     def stop(self) -> None:
-        """Stop every node and delete its data."""
-        for port in self.ports:
-            subprocess.run(
+        """Stop every node (all at once) and delete its data."""
+        stopping = [
+            subprocess.Popen(
                 [str(ROOT / "deploy/kafka/stop"), "--wipe"],
-                env=self._env(port),
-                capture_output=True,
-                timeout=90,
+                env={**self._env(port), "KAFKA_STOP_TIMEOUT": "10"},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
+            for port in self.ports
+        ]
+        for process in stopping:
+            process.wait(timeout=90)
 
     def kill_node(self, index: int) -> int:
         """kill -9 one node; returns its pid."""
