@@ -337,7 +337,8 @@ def _k8s_objects() -> list[dict[str, Any]]:
 
 
 def _deployments() -> list[dict[str, Any]]:
-    return [o for o in _k8s_objects() if o["kind"] == "Deployment"]
+    """The workloads: the webhook's Deployment and the worker's StatefulSet."""
+    return [o for o in _k8s_objects() if o["kind"] in ("Deployment", "StatefulSet")]
 
 
 def _one(kind: str) -> dict[str, Any]:
@@ -351,6 +352,14 @@ def _pod_spec(deployment: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def _volumes(workload: dict[str, Any]) -> dict[str, Any]:
+    """A pod's volumes by name, with a StatefulSet's volume claims among them."""
+    volumes = {v["name"]: v for v in _pod_spec(workload)["volumes"]}
+    for claim in workload["spec"].get("volumeClaimTemplates", []):
+        volumes[claim["metadata"]["name"]] = claim
+    return volumes
+
+
 @pytest.mark.parametrize("path", _yaml_files(), ids=lambda p: str(p.relative_to(DEPLOY)))
 def test_every_yaml_file_parses(path: Path) -> None:
     assert _docs(path), f"{path} is empty"
@@ -361,7 +370,7 @@ def test_kustomization_lists_every_manifest_and_they_exist() -> None:
     on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     assert listed == on_disk
     kinds = sorted(o["kind"] for o in _k8s_objects())
-    assert kinds == ["ConfigMap", "Deployment", "Deployment", "Secret", "Service"]
+    assert kinds == ["ConfigMap", "Deployment", "Secret", "Service", "Service", "StatefulSet"]
     names = {o["metadata"]["name"] for o in _deployments()}
     assert names == {"journey-worker", "journey-webhook"}
     image_names = {i["name"] for i in _kustomization()["images"]}
@@ -374,7 +383,7 @@ def test_every_container_has_resources_probes_and_a_locked_down_context() -> Non
     for deployment in _deployments():
         spec = _pod_spec(deployment)
         assert spec["securityContext"]["runAsNonRoot"] is True
-        volumes = {v["name"]: v for v in spec["volumes"]}
+        volumes = _volumes(deployment)
         for container in spec["containers"]:
             where = f"{deployment['metadata']['name']}/{container['name']}"
             for kind in ("requests", "limits"):
@@ -395,17 +404,24 @@ def test_every_container_has_resources_probes_and_a_locked_down_context() -> Non
             assert "/tmp" in writable, f"{where}: a read-only root needs a writable /tmp"
 
 
-def test_worker_probes_readyz_and_keeps_data_in_an_emptydir() -> None:
-    [worker] = [d for d in _deployments() if d["metadata"]["name"] == "journey-worker"]
+def test_worker_probes_readyz_and_keeps_rocksdb_on_a_claim_per_pod() -> None:
+    worker = _one("StatefulSet")
+    assert worker["metadata"]["name"] == "journey-worker"
     spec = _pod_spec(worker)
     [container] = spec["containers"]
     assert container["args"] == ["worker"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    data_dir = _one("ConfigMap")["data"]["DATA_DIR"]
-    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == data_dir]
-    [volume] = [v for v in spec["volumes"] if v["name"] == mount["name"]]
-    assert "emptyDir" in volume
-    partitions = int(_one("ConfigMap")["data"]["TOPIC_PARTITIONS"])
+    config = _one("ConfigMap")["data"]
+    assert config["STORE"] == "rocksdb://"
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == config["DATA_DIR"]]
+    assert mount["name"] not in {v["name"] for v in spec["volumes"]}
+    [claim] = [
+        c for c in worker["spec"]["volumeClaimTemplates"] if c["metadata"]["name"] == mount["name"]
+    ]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    services = {o["metadata"]["name"]: o for o in _k8s_objects() if o["kind"] == "Service"}
+    assert services[worker["spec"]["serviceName"]]["spec"]["clusterIP"] == "None"
+    partitions = int(config["TOPIC_PARTITIONS"])
     assert worker["spec"]["replicas"] <= partitions, "more workers than partitions sit idle"
 
 
@@ -413,7 +429,7 @@ def test_env_references_point_at_the_configmap_and_mounted_secret_keys() -> None
     configmap, secret = _one("ConfigMap"), _one("Secret")
     for deployment in _deployments():
         spec = _pod_spec(deployment)
-        volumes = {v["name"]: v for v in spec["volumes"]}
+        volumes = _volumes(deployment)
         for container in spec["containers"]:
             for source in container.get("envFrom", []):
                 assert source["configMapRef"]["name"] == configmap["metadata"]["name"]
@@ -449,12 +465,19 @@ def test_secret_is_a_template_without_real_looking_values() -> None:
         assert PLACEHOLDER.match(value), f"{key}: {value!r} looks like a real value"
 
 
-def test_webhook_service_selects_the_webhook_pods_on_a_named_port() -> None:
-    service = _one("Service")
-    [webhook] = [d for d in _deployments() if d["metadata"]["name"] == "journey-webhook"]
-    labels = webhook["spec"]["template"]["metadata"]["labels"]
+@pytest.mark.parametrize(
+    ("service_name", "args"), [("journey-webhook", ["webhook"]), ("journey-worker", ["worker"])]
+)
+def test_each_service_selects_its_pods_on_a_named_port(service_name: str, args: list[str]) -> None:
+    [service] = [
+        o
+        for o in _k8s_objects()
+        if o["kind"] == "Service" and o["metadata"]["name"] == service_name
+    ]
+    [workload] = [d for d in _deployments() if d["metadata"]["name"] == service_name]
+    labels = workload["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
-    [container] = _pod_spec(webhook)["containers"]
-    assert container["args"] == ["webhook"]
+    [container] = _pod_spec(workload)["containers"]
+    assert container["args"] == args
     names = {p["name"] for p in container["ports"]}
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= names
