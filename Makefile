@@ -20,7 +20,7 @@ help:
 	@echo "make lint   - ruff check, ruff format --check, mypy"
 	@echo "make format - ruff format and ruff check --fix"
 	@echo "make unit   - the tests that need no broker"
-	@echo "make reliability - crash, restart, fault, load, bad-input and security tests (docs/RELIABILITY.md)"
+	@echo "make reliability - only the crash, restart, fault, load, bad-input and security tests"
 	@echo "make bench  - benchmarks on the real local broker; writes docs/BENCHMARKS.md"
 	@echo "make schemas - regenerate the JSON Schemas in schemas/json/"
 	@echo "make kafka-up / kafka-down - the local single-node Kafka on 127.0.0.1:9092"
@@ -70,9 +70,10 @@ test: lint browser
 	if [ $$started = 1 ]; then KAFKA_PORT=$(TEST_KAFKA_PORT) KAFKA_WIPE=1 deploy/kafka/stop; fi; \
 	exit $$status
 
-# Kills, broker restart, API faults, rebalances, a burst, bad input and security (docs/RELIABILITY.md).
+# Only tests/reliability (make test runs it too): kills, broker restart, API faults,
+# rebalances, a burst, bad input and security (docs/RELIABILITY.md).
 reliability:
-	@RUN_RELIABILITY=1 $(MAKE) --no-print-directory test PYTEST_ARGS="tests/reliability $(PYTEST_ARGS)"
+	@$(MAKE) --no-print-directory test PYTEST_ARGS="tests/reliability $(PYTEST_ARGS)"
 
 kafka-up:
 	@deploy/kafka/start

@@ -18,22 +18,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Issue #7's suite (docs/RELIABILITY.md): bad input and security run in `make test`; the
-# crash, broker-restart, fault, scale-out, churn and load runs (6-7 minutes of kills and
-# bursts) run with `make reliability`, which runs all of it.
-_HEAVY_RELIABILITY = (
-    "test_crash.py",
-    "test_broker_restart.py",
-    "test_sandbox_faults.py",
-    "test_scale_out.py",
-    "test_rebalance_churn.py",
-    "test_load.py",
-)
-collect_ignore = (
-    []
-    if os.environ.get("RUN_RELIABILITY")
-    else [f"reliability/{name}" for name in _HEAVY_RELIABILITY]
-)
 TEST_KAFKA_PORT = os.environ.get("TEST_KAFKA_PORT", "19092")
 TEST_KAFKA_CONTROLLER_PORT = os.environ.get("TEST_KAFKA_CONTROLLER_PORT", "19093")
 
