@@ -24,6 +24,17 @@ TemplateStatus = Literal[
     "APPROVED", "PAUSED", "DISABLED", "PENDING", "REJECTED", "FLAGGED", "IN_APPEAL"
 ]
 Quality = Literal["GREEN", "YELLOW", "RED", "UNKNOWN"]
+# message_template_status_update events and the status each leaves the template in.
+STATUS_EVENTS: dict[str, TemplateStatus] = {
+    "APPROVED": "APPROVED",
+    "REINSTATED": "APPROVED",
+    "PAUSED": "PAUSED",
+    "DISABLED": "DISABLED",
+    "FLAGGED": "FLAGGED",
+    "REJECTED": "REJECTED",
+    "PENDING": "PENDING",
+    "IN_APPEAL": "IN_APPEAL",
+}
 Category = Literal["marketing", "utility", "authentication"]
 
 

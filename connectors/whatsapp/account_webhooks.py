@@ -30,6 +30,7 @@ from connectors.whatsapp.controls import (
     template_records,
     tier_record,
 )
+from schemas.templates import STATUS_EVENTS
 
 FIELDS = frozenset(
     {
@@ -40,16 +41,6 @@ FIELDS = frozenset(
         "business_capability_update",
     }
 )
-STATUS_EVENTS = {
-    "APPROVED": "APPROVED",
-    "REINSTATED": "APPROVED",
-    "PAUSED": "PAUSED",
-    "DISABLED": "DISABLED",
-    "FLAGGED": "FLAGGED",
-    "REJECTED": "REJECTED",
-    "PENDING": "PENDING",
-    "IN_APPEAL": "IN_APPEAL",
-}
 QUALITIES = frozenset({"GREEN", "YELLOW", "RED", "UNKNOWN"})
 CATEGORIES = frozenset({"marketing", "utility", "authentication"})
 

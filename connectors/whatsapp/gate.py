@@ -46,6 +46,29 @@ HOLDING = Gauge(
 Verdict = tuple[SkipReason, str] | None
 
 
+class _Hold:
+    """A request waiting: counted once (metric, log line, the batch let go), undone at exit."""
+
+    def __init__(self, reason: str, on_hold: Callable[[], None]) -> None:
+        self.reason, self.on_hold, self.started = reason, on_hold, False
+
+    def start(self, event: str, **fields: object) -> None:
+        if self.started:
+            return
+        self.started = True
+        self.on_hold()
+        HELD.labels(reason=self.reason).inc()
+        HOLDING.labels(reason=self.reason).inc()
+        log.info(event, **fields)
+
+    def __enter__(self) -> _Hold:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started:
+            HOLDING.labels(reason=self.reason).dec()
+
+
 class SendGate:
     def __init__(
         self,
@@ -87,8 +110,7 @@ class SendGate:
     async def _template_status(self, request: SendRequest, on_hold: Callable[[], None]) -> Verdict:
         name, language = request.template, request.language
         state = self.controls.template(name, language)
-        waiting = False
-        try:
+        with _Hold("template_paused", on_hold) as hold:
             while state is not None and state.blocked is not None:
                 deadline = request.wait_until
                 now = self.clock()
@@ -96,18 +118,10 @@ class SendGate:
                     break
                 if deadline is not None and now >= deadline:
                     break
-                if not waiting:
-                    waiting = True
-                    on_hold()
-                    HELD.labels(reason="template_paused").inc()
-                    HOLDING.labels(reason="template_paused").inc()
-                    log.info("whatsapp.template_paused_wait", template=name, language=language)
+                hold.start("whatsapp.template_paused_wait", template=name, language=language)
                 left = (deadline - now).total_seconds() if deadline is not None else 1.0
                 await self.controls.changed(min(1.0, left))
                 state = self.controls.template(name, language)
-        finally:
-            if waiting:
-                HOLDING.labels(reason="template_paused").dec()
         if state is None or state.blocked is None:
             return None
         title = f"template {name} ({language}) is {state.status}"
@@ -123,26 +137,17 @@ class SendGate:
         recipient = recipient_key(request.to)
         if controls.reached(recipient, self.wall()):
             return
-        held = False
-        try:
+        with _Hold("messaging_limit", on_hold) as hold:
             while True:
                 limit = controls.limit(self.settings.whatsapp_messaging_limit)
                 now = self.wall()
                 if controls.admit(recipient, limit, now):
                     break
-                if not held:
-                    held = True
-                    on_hold()
-                    HELD.labels(reason="messaging_limit").inc()
-                    HOLDING.labels(reason="messaging_limit").inc()
-                    log.info(
-                        "whatsapp.messaging_limit_hold",
-                        message_id=request.message_id,
-                        limit=limit,
-                        frees_in_seconds=round(controls.frees_in(now), 1),
-                    )
+                hold.start(
+                    "whatsapp.messaging_limit_hold",
+                    message_id=request.message_id,
+                    limit=limit,
+                    frees_in_seconds=round(controls.frees_in(now), 1),
+                )
                 await controls.changed(min(0.5, max(0.02, controls.frees_in(now))))
-        finally:
-            if held:
-                HOLDING.labels(reason="messaging_limit").dec()
         await self.write(reach_record(recipient, now))

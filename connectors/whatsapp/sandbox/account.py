@@ -24,18 +24,8 @@ from connectors.whatsapp.sandbox.state import (
     sandbox_error,
 )
 from connectors.whatsapp.sandbox.webhooks import post_webhook
-from schemas.templates import Quality, Template, to_graph
+from schemas.templates import STATUS_EVENTS, Quality, Template, to_graph
 
-STATUS_EVENTS = {
-    "APPROVED": "APPROVED",
-    "REINSTATED": "APPROVED",
-    "PAUSED": "PAUSED",
-    "DISABLED": "DISABLED",
-    "FLAGGED": "FLAGGED",
-    "REJECTED": "REJECTED",
-    "PENDING": "PENDING",
-    "IN_APPEAL": "IN_APPEAL",
-}
 INJECTABLE = frozenset({131049, 131050, 131056})
 PAGE_LIMIT = 25
 

@@ -30,6 +30,8 @@ from schemas.templates import TemplateFileError, load_templates
 @click.option("--read-share", type=float, default=1.0, show_default=True)
 @click.option("--rate", type=float, default=80.0, show_default=True)
 @click.option("--seed", type=int, default=None)
+@click.option("--messaging-limit", type=int, default=None, help="Meta's tier (250, 2000, ...)")
+@click.option("--messaging-window", type=float, default=24 * 3600.0, show_default=True)
 @click.option("--reengagement-error", type=click.Choice(["webhook", "sync"]), default="webhook")
 def command(
     host: str,
@@ -42,6 +44,8 @@ def command(
     read_share: float,
     rate: float,
     seed: int | None,
+    messaging_limit: int | None,
+    messaging_window: float,
     reengagement_error: str,
 ) -> None:
     token = os.environ.get("WA_SANDBOX_TOKEN")
@@ -58,6 +62,8 @@ def command(
         "read_share": read_share,
         "rate_per_second": rate,
         "seed": seed,
+        "messaging_limit": messaging_limit,
+        "messaging_window_seconds": messaging_window,
         "reengagement_error": reengagement_error,
     }
     if phone_number_ids:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,16 +16,18 @@ import pytest
 from connectors.whatsapp.controls import publish_controls, read_controls, template_records
 from schemas.messages import SendRequest
 from schemas.settings import Settings
+from tests.integration.connectors.whatsapp.test_whatsapp_connector import (
+    CreateTopics,
+    Produce,
+    ReadTopic,
+    SettingsFactory,
+    Start,
+    StartWorker,
+)
 
 pytestmark = pytest.mark.integration
 
 ANA, BOB = "+34600111222", "+34600111333"
-SettingsFactory = Callable[..., Settings]
-Start = Callable[..., Awaitable[Any]]
-ReadTopic = Callable[[Settings, str], Awaitable[Any]]
-CreateTopics = Callable[[Settings], Awaitable[None]]
-Produce = Callable[[Settings, str, list[tuple[bytes | None, bytes]]], Awaitable[None]]
-StartWorker = Callable[..., Any]
 
 
 def request(
@@ -73,38 +76,26 @@ def finals(*message_ids: str) -> Callable[[list[dict[str, Any]]], bool]:
     return lambda events: all(final(events, m) is not None for m in message_ids)
 
 
-async def start_channel(
-    settings: Settings,
-    start_sandbox: Start,
-    start_receiver: Start,
-    start_worker: StartWorker,
-    create_topics: CreateTopics,
-    produce: Produce,
-    wa_settings: SettingsFactory,
-    overrides: dict[str, Any],
-    **sandbox: Any,
-) -> tuple[Settings, Any, Any]:
-    await create_topics(settings)
-    await produce(
-        settings,
-        settings.topic_profile_phones,
-        [(ANA.encode(), b'{"profile_id": "p-ana"}'), (BOB.encode(), b'{"profile_id": "p-bob"}')],
-    )
-    # Categories, as `journeyctl templates sync --publish` would put them.
-    now = datetime.now(UTC)
-    await publish_controls(
-        settings,
-        template_records("cart_reminder", "es", now, status="APPROVED", category="marketing")
-        + template_records("welcome", "es", now, status="APPROVED", category="utility"),
-    )
-    receiver = await start_receiver(settings)
-    sb = await start_sandbox(webhook_url=receiver.webhook_url, **sandbox)
-    settings = wa_settings(whatsapp_api_url=sb.url, **overrides)
-    worker = start_worker(settings)
-    return settings, sb, worker
+@dataclass
+class Channel:
+    """Sandbox -> receiver -> whatsapp-controls -> one connector worker, on this test's topics."""
+
+    settings: Settings
+    sandbox: Any
+    worker: Any
+    deliveries: Any
+    produce: Produce
+
+    async def send(self, *requests: SendRequest) -> None:
+        topic = self.settings.topic_whatsapp_requests
+        await self.produce(self.settings, topic, [record(r) for r in requests])
 
 
-async def test_a_paused_template_stops_sends_within_a_second_and_resumes_when_reinstated(
+StartChannel = Callable[..., Awaitable[Channel]]
+
+
+@pytest.fixture
+def channel(
     wa_settings: SettingsFactory,
     start_sandbox: Start,
     start_receiver: Start,
@@ -112,15 +103,40 @@ async def test_a_paused_template_stops_sends_within_a_second_and_resumes_when_re
     read_topic: ReadTopic,
     create_topics: CreateTopics,
     produce: Produce,
+) -> StartChannel:
+    async def start(overrides: dict[str, Any], **sandbox_config: Any) -> Channel:
+        settings = wa_settings(**overrides)
+        await create_topics(settings)
+        phones: list[tuple[bytes | None, bytes]] = [
+            (ANA.encode(), b'{"profile_id": "p-ana"}'),
+            (BOB.encode(), b'{"profile_id": "p-bob"}'),
+        ]
+        await produce(settings, settings.topic_profile_phones, phones)
+        # Categories, as `journeyctl templates sync --publish` would put them.
+        now = datetime.now(UTC)
+        await publish_controls(
+            settings,
+            template_records("cart_reminder", "es", now, status="APPROVED", category="marketing")
+            + template_records("welcome", "es", now, status="APPROVED", category="utility"),
+        )
+        receiver = await start_receiver(settings)
+        sandbox = await start_sandbox(webhook_url=receiver.webhook_url, **sandbox_config)
+        settings = wa_settings(whatsapp_api_url=sandbox.url, **overrides)
+        worker = start_worker(settings)
+        deliveries = await read_topic(settings, settings.topic_delivery_events)
+        return Channel(settings, sandbox, worker, deliveries, produce)
+
+    return start
+
+
+async def test_a_paused_template_stops_sends_within_a_second_and_resumes_when_reinstated(
+    channel: StartChannel,
 ) -> None:
     overrides = {"whatsapp_max_retries": 1}
-    settings, sandbox, _ = await start_channel(
-        wa_settings(**overrides), start_sandbox, start_receiver, start_worker,
-        create_topics, produce, wa_settings, overrides,
-    )  # fmt: skip
-    deliveries = await read_topic(settings, settings.topic_delivery_events)
+    ch = await channel(overrides)
+    settings, sandbox, deliveries = ch.settings, ch.sandbox, ch.deliveries
     before = request("m-before", "p-ana")
-    await produce(settings, settings.topic_whatsapp_requests, [record(before)])
+    await ch.send(before)
     events = await deliveries.until(finals(before.message_id), seconds=60)
     assert final(events, before.message_id)["status"] == "accepted"  # type: ignore[index]
 
@@ -144,9 +160,7 @@ async def test_a_paused_template_stops_sends_within_a_second_and_resumes_when_re
     waiting = request("m-wait", "p-ana", on_paused="wait",
                       wait_until=datetime.now(UTC) + timedelta(minutes=5))  # fmt: skip
     utility = request("m-utility", "p-bob", BOB, template="welcome")
-    await produce(
-        settings, settings.topic_whatsapp_requests, [record(r) for r in (paused, waiting, utility)]
-    )
+    await ch.send(paused, waiting, utility)
     events = await deliveries.until(finals(paused.message_id, utility.message_id), seconds=30)
     skipped = final(events, paused.message_id)
     assert skipped is not None and skipped["status"] == "skipped"
@@ -159,7 +173,7 @@ async def test_a_paused_template_stops_sends_within_a_second_and_resumes_when_re
     await sandbox.http.post(status_url, json={"status": "REINSTATED"})
     after = request("m-after", "p-bob", BOB)
     await asyncio.sleep(1.0)
-    await produce(settings, settings.topic_whatsapp_requests, [record(after)])
+    await ch.send(after)
     events = await deliveries.until(finals(waiting.message_id, after.message_id), seconds=30)
     assert final(events, waiting.message_id)["status"] == "accepted"  # type: ignore[index]
     assert final(events, after.message_id)["status"] == "accepted"  # type: ignore[index]
@@ -180,26 +194,15 @@ async def test_a_paused_template_stops_sends_within_a_second_and_resumes_when_re
     )
     assert controls.template("cart_reminder", "es").status == "DISABLED"  # type: ignore[union-attr]
     disabled = request("m-disabled", "p-bob", BOB)
-    await produce(settings, settings.topic_whatsapp_requests, [record(disabled)])
+    await ch.send(disabled)
     events = await deliveries.until(finals(disabled.message_id), seconds=30)
     assert final(events, disabled.message_id)["error"]["reason"] == "template_disabled"  # type: ignore[index]
 
 
-async def test_a_marketing_opt_out_skips_marketing_but_not_utility(
-    wa_settings: SettingsFactory,
-    start_sandbox: Start,
-    start_receiver: Start,
-    start_worker: StartWorker,
-    read_topic: ReadTopic,
-    create_topics: CreateTopics,
-    produce: Produce,
-) -> None:
+async def test_a_marketing_opt_out_skips_marketing_but_not_utility(channel: StartChannel) -> None:
     overrides = {"whatsapp_max_retries": 1}
-    settings, sandbox, _ = await start_channel(
-        wa_settings(**overrides), start_sandbox, start_receiver, start_worker,
-        create_topics, produce, wa_settings, overrides,
-    )  # fmt: skip
-    deliveries = await read_topic(settings, settings.topic_delivery_events)
+    ch = await channel(overrides)
+    sandbox, deliveries = ch.sandbox, ch.deliveries
     answer = await sandbox.http.post(
         "/sandbox/user-preferences", json={"from": ANA, "value": "stop"}
     )
@@ -208,8 +211,7 @@ async def test_a_marketing_opt_out_skips_marketing_but_not_utility(
     marketing = request("m-marketing", "p-ana")
     utility = request("m-utility", "p-ana", template="welcome")
     other = request("m-other", "p-bob", BOB)
-    batch = [record(r) for r in (marketing, utility, other)]
-    await produce(settings, settings.topic_whatsapp_requests, batch)
+    await ch.send(marketing, utility, other)
     ids = (marketing.message_id, utility.message_id, other.message_id)
     events = await deliveries.until(finals(*ids), seconds=60)
     skipped = final(events, marketing.message_id)
@@ -221,14 +223,14 @@ async def test_a_marketing_opt_out_skips_marketing_but_not_utility(
     await sandbox.http.post("/sandbox/user-preferences", json={"from": ANA, "value": "resume"})
     await asyncio.sleep(1.0)
     again = request("m-again", "p-ana")
-    await produce(settings, settings.topic_whatsapp_requests, [record(again)])
+    await ch.send(again)
     events = await deliveries.until(finals(again.message_id), seconds=30)
     assert final(events, again.message_id)["status"] == "accepted"  # type: ignore[index]
 
     # 131050 in a failed status sets the same opt-out (Meta knew before the webhook came).
     await sandbox.http.post("/sandbox/recipient-errors", json={"to": BOB, "code": 131050})
     refused = request("m-refused", "p-bob", BOB)
-    await produce(settings, settings.topic_whatsapp_requests, [record(refused)])
+    await ch.send(refused)
     events = await deliveries.until(
         lambda evs: any(
             e["message_id"] == refused.message_id and e["status"] == "failed" for e in evs
@@ -241,29 +243,20 @@ async def test_a_marketing_opt_out_skips_marketing_but_not_utility(
     assert (failed["error"]["code"], failed["error"]["retriable"]) == (131050, False)
     await asyncio.sleep(1.0)
     later = request("m-later", "p-bob", BOB)
-    await produce(settings, settings.topic_whatsapp_requests, [record(later)])
+    await ch.send(later)
     events = await deliveries.until(finals(later.message_id), seconds=30)
     assert final(events, later.message_id)["error"]["reason"] == "marketing_opted_out"  # type: ignore[index]
 
 
 async def test_131049_holds_marketing_for_the_profile_and_131056_backs_off_for_one_user(
-    wa_settings: SettingsFactory,
-    start_sandbox: Start,
-    start_receiver: Start,
-    start_worker: StartWorker,
-    read_topic: ReadTopic,
-    create_topics: CreateTopics,
-    produce: Produce,
+    channel: StartChannel,
 ) -> None:
     overrides = {"whatsapp_max_retries": 3, "whatsapp_pair_backoff_seconds": 2.0}
-    settings, sandbox, _ = await start_channel(
-        wa_settings(**overrides), start_sandbox, start_receiver, start_worker,
-        create_topics, produce, wa_settings, overrides,
-    )  # fmt: skip
-    deliveries = await read_topic(settings, settings.topic_delivery_events)
+    ch = await channel(overrides)
+    sandbox, deliveries = ch.sandbox, ch.deliveries
     await sandbox.http.post("/sandbox/recipient-errors", json={"to": ANA, "code": 131049})
     limited = request("m-limited", "p-ana")
-    await produce(settings, settings.topic_whatsapp_requests, [record(limited)])
+    await ch.send(limited)
     events = await deliveries.until(
         lambda evs: any(e["message_id"] == "m-limited" and e["status"] == "failed" for e in evs),
         seconds=30,
@@ -273,7 +266,7 @@ async def test_131049_holds_marketing_for_the_profile_and_131056_backs_off_for_o
     await asyncio.sleep(1.0)
     held = request("m-held", "p-ana")
     utility = request("m-utility", "p-ana", template="welcome")
-    await produce(settings, settings.topic_whatsapp_requests, [record(held), record(utility)])
+    await ch.send(held, utility)
     events = await deliveries.until(finals(held.message_id, utility.message_id), seconds=30)
     capped = final(events, held.message_id)
     assert capped is not None and capped["error"]["reason"] == "frequency_capped"
@@ -285,7 +278,7 @@ async def test_131049_holds_marketing_for_the_profile_and_131056_backs_off_for_o
     slow = request("m-slow", "p-bob", BOB, template="welcome")
     fast = request("m-fast", "p-ana", template="welcome")
     started = time.monotonic()
-    await produce(settings, settings.topic_whatsapp_requests, [record(slow), record(fast)])
+    await ch.send(slow, fast)
     seen: dict[str, float] = {}
 
     def both(evs: list[dict[str, Any]]) -> bool:
@@ -302,13 +295,7 @@ async def test_131049_holds_marketing_for_the_profile_and_131056_backs_off_for_o
 
 
 async def test_a_tier_of_250_holds_the_251st_new_user_until_the_window_frees(
-    wa_settings: SettingsFactory,
-    start_sandbox: Start,
-    start_receiver: Start,
-    start_worker: StartWorker,
-    read_topic: ReadTopic,
-    create_topics: CreateTopics,
-    produce: Produce,
+    channel: StartChannel,
 ) -> None:
     window = 10.0
     overrides = {
@@ -316,21 +303,20 @@ async def test_a_tier_of_250_holds_the_251st_new_user_until_the_window_frees(
         "whatsapp_messaging_window_seconds": window,
         "whatsapp_rate_per_second": 400,
     }
-    settings, sandbox, worker = await start_channel(
-        wa_settings(**overrides), start_sandbox, start_receiver, start_worker,
-        create_topics, produce, wa_settings, overrides,
-        messaging_limit=250, messaging_window_seconds=window, rate_per_second=1000,
-    )  # fmt: skip
-    deliveries = await read_topic(settings, settings.topic_delivery_events)
+    ch = await channel(
+        overrides, messaging_limit=250, messaging_window_seconds=window, rate_per_second=1000
+    )
+    sandbox, deliveries = ch.sandbox, ch.deliveries
+    worker = ch.worker
     warmup = request("m-warmup", "p-ana", template="welcome")  # Ana: the first user reached
-    await produce(settings, settings.topic_whatsapp_requests, [record(warmup)])
+    await ch.send(warmup)
     await deliveries.until(finals(warmup.message_id), seconds=60)
     reached_first = time.monotonic()
     # 250 more new users: 249 fill the tier of 250, the last is the 251st new user.
     users = [
         request(f"m-{i}", f"p-{i}", f"+3460{i:07d}", template="welcome") for i in range(1, 251)
     ]
-    await produce(settings, settings.topic_whatsapp_requests, [record(r) for r in users])
+    await ch.send(*users)
 
     def done(events: list[dict[str, Any]]) -> list[str]:
         return [r.message_id for r in users if final(events, r.message_id) is not None]
@@ -343,7 +329,7 @@ async def test_a_tier_of_250_holds_the_251st_new_user_until_the_window_frees(
     assert all(final(events, m)["status"] == "accepted" for m in done(events))  # type: ignore[index]
     # A user already reached in the window is not held behind the 251st.
     repeat = request("m-repeat", "p-ana", template="welcome")
-    await produce(settings, settings.topic_whatsapp_requests, [record(repeat)])
+    await ch.send(repeat)
     events = await deliveries.until(finals(repeat.message_id), seconds=5)
     assert final(events, repeat.message_id)["status"] == "accepted"  # type: ignore[index]
     assert final(events, held) is None
