@@ -298,16 +298,13 @@ async def test_a_tier_of_250_holds_the_251st_new_user_until_the_window_frees(
     channel: StartChannel,
 ) -> None:
     window = 10.0
-    overrides = {
-        "whatsapp_messaging_limit": 250,
-        "whatsapp_messaging_window_seconds": window,
-        "whatsapp_rate_per_second": 400,
-    }
-    ch = await channel(
-        overrides, messaging_limit=250, messaging_window_seconds=window, rate_per_second=1000
-    )
-    sandbox, deliveries = ch.sandbox, ch.deliveries
-    worker = ch.worker
+    overrides = {"whatsapp_messaging_window_seconds": window, "whatsapp_rate_per_second": 400}
+    ch = await channel(overrides, messaging_window_seconds=window, rate_per_second=1000)
+    sandbox, deliveries, worker = ch.sandbox, ch.deliveries, ch.worker
+    # No WHATSAPP_MESSAGING_LIMIT: the tier comes from Meta's business_capability_update.
+    answer = await sandbox.http.post("/sandbox/messaging-limit", json={"limit": 250})
+    assert answer.json()["webhook_delivered"] is True
+    await asyncio.sleep(1.0)
     warmup = request("m-warmup", "p-ana", template="welcome")  # Ana: the first user reached
     await ch.send(warmup)
     await deliveries.until(finals(warmup.message_id), seconds=60)

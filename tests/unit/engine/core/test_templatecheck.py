@@ -137,13 +137,16 @@ message:
     ]
 
 
-@pytest.mark.parametrize("command", [["validate"], ["campaign", "validate"]])
-def test_validate_with_templates_exits_1_listing_problems(
-    tmp_path: Path, command: list[str]
+@pytest.mark.parametrize(
+    "command", [["validate"], ["campaign", "validate"], ["deploy"], ["campaign", "deploy"]]
+)
+def test_validate_and_deploy_with_templates_exit_1_listing_problems(
+    tmp_path: Path, command: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # deploy never gets there
     templates = tmp_path / "templates.yaml"
     templates.write_text("- {name: welcome, language: es, category: utility, body: 'Hola {{1}}'}\n")
-    if command == ["validate"]:
+    if command[0] != "campaign":
         source = journey(body="[]")
     else:
         source = (
@@ -153,8 +156,9 @@ def test_validate_with_templates_exits_1_listing_problems(
     path = tmp_path / "x.yaml"
     path.write_text(source)
     runner = CliRunner()
-    plain = runner.invoke(journeyctl, [*command, str(path)])
-    assert plain.exit_code == 0, plain.output
+    if command[-1] == "validate":
+        plain = runner.invoke(journeyctl, [*command, str(path)])
+        assert plain.exit_code == 0, plain.output
     checked = runner.invoke(journeyctl, [*command, "--templates", str(templates), str(path)])
     assert checked.exit_code == 1
     assert f"{path}:" in checked.output
