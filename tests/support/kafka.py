@@ -39,6 +39,7 @@ class Stack:
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "APP_ID": f"engine-{u}",
             "TOPIC_PROFILE_EVENTS": f"profile-events-{u}",
+            "TOPIC_PROFILE_EVENTS_REPARTITION": f"profile-events-{u}-repartition",
             "TOPIC_JOURNEY_DEFINITIONS": f"journey-definitions-{u}",
             "TOPIC_WHATSAPP_REQUESTS": f"whatsapp-requests-{u}",
             "TOPIC_DELIVERY_EVENTS": f"delivery-events-{u}",
