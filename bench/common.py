@@ -162,6 +162,7 @@ class BenchStack:
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "APP_ID": self.app_id,
             "TOPIC_PROFILE_EVENTS": f"profile-events-{s}",
+            "TOPIC_PROFILE_EVENTS_REPARTITION": f"profile-events-repartition-{s}",
             "TOPIC_JOURNEY_DEFINITIONS": f"journey-definitions-{s}",
             "TOPIC_WHATSAPP_REQUESTS": f"whatsapp-requests-{s}",
             "TOPIC_DELIVERY_EVENTS": f"delivery-events-{s}",

@@ -6,7 +6,7 @@
     BENCH_SCALE=0.5 make bench           # every count and duration halved
 
 Benchmarks: engine, latency, timers, connector, report (bench/report_bench.py, if present),
-console (bench/console_bench.py).
+console (bench/console_bench.py), repartition, ingest, import (bench/ingest_bench.py).
 Starts its own broker on free ports unless KAFKA_BOOTSTRAP_SERVERS names one; stops every
 process it started. The output is generated whole, except the short hand-kept table of
 dated changes that moved a figure (between the `changes` markers), which is carried over.
@@ -36,6 +36,7 @@ from bench import (
     console_bench,
     cpu_targets,
     engine_bench,
+    ingest_bench,
     latency_bench,
     timers_bench,
 )
@@ -50,7 +51,17 @@ from bench.common import (
 )
 from bench.profile_report import categories, summarize
 
-NAMES = ("engine", "latency", "timers", "connector", "report", "console")
+NAMES = (
+    "engine",
+    "latency",
+    "timers",
+    "connector",
+    "report",
+    "console",
+    "repartition",
+    "ingest",
+    "import",
+)
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 KEEP_START = "<!-- changes:start -->"
 KEEP_END = "<!-- changes:end -->"
@@ -229,6 +240,18 @@ async def run_all(plan: Plan, broker: Broker, log_dir: Path) -> None:
     if "console" in plan.only:
         profiles = plan.count(20_000, 5_000)
         await _timed(plan, "console", asyncio.to_thread(console_bench.measure, profiles))
+    upstream = ingest_bench.IngestConfig(
+        events=plan.count(50_000, 10_000),
+        import_rows=plan.count(1_000_000, 100_000),
+        runs=plan.runs,
+    )
+    for name, phase in (
+        ("repartition", ingest_bench.run_repartition),
+        ("ingest", ingest_bench.run_ingest),
+        ("import", ingest_bench.run_import),
+    ):
+        if name in plan.only:
+            await _timed(plan, name, phase(broker, upstream, log_dir))
 
 
 async def _timed(plan: Plan, name: str, coro: Any) -> None:
@@ -414,6 +437,7 @@ def render(plan: Plan, machine: dict[str, Any], broker: Broker, started: datetim
     lines += _connector_section(r.get("connector"))
     lines += _report_section(r.get("report"))
     lines += console_bench.section(r.get("console"))
+    lines += ingest_bench.section(r)
     lines += _profile_section(r.get("engine"))
     lines += _profile_section(
         r.get("connector"),
