@@ -277,6 +277,25 @@ async def test_the_token_can_come_from_a_file(
         assert (await client.post("/v1/events", json=one, headers=good)).status_code == 202
 
 
+async def test_replicas_share_the_work(
+    kafka_bootstrap: str, unique: str, ingest_processes: Any
+) -> None:
+    """Two processes, batches sent to each in turn: nothing lives in a process."""
+    stack = Stack(kafka_bootstrap, unique, partitions=PARTITIONS)
+    env = {**stack.env, "INGEST_API_TOKEN": TOKEN}
+    replicas = [ingest_processes(env).start(), ingest_processes(env).start()]
+    for replica in replicas:
+        await replica.ready()
+    async with httpx.AsyncClient(trust_env=False, timeout=30) as client:
+        for number in range(6):
+            batch = {"events": [event(number * 50 + i) for i in range(50)]}
+            url = replicas[number % 2].url + "/v1/events"
+            answer = await client.post(url, json=batch, headers=AUTH)
+            assert answer.json() == {"accepted": 50, "rejected": []}
+    records = await read_all(kafka_bootstrap, stack.env["TOPIC_PROFILE_EVENTS"], 300)
+    assert len({orjson.loads(v)["event_id"] for _, _, v in records}) == 300
+
+
 RETRIED = """\
 id: signups
 name: Signups
