@@ -2,9 +2,9 @@
 murmur2 one are moved there by the engine (the repartition topic) and processed in order.
 
 Each test publishes, per profile, a signup and then an abandoned cart, with one kind of
-producer, and checks what the WhatsApp sandbox received: the welcome and then the
-reminder, once each, for every profile. The reminder only comes if the cart event is
-processed after the signup, so a profile's order is checked too.
+producer, and checks what the WhatsApp sandbox received: the welcome and the reminder,
+once each, for every profile. The reminder only comes if the cart event is processed
+after the signup (the instance waits for it), so a profile's order is checked too.
 """
 
 from __future__ import annotations
@@ -121,16 +121,21 @@ def journey_stack(
 
 
 async def sandbox_received_everything(sandbox: SandboxServer, worker: Worker) -> None:
-    """Each profile got the welcome and then the reminder, and nothing else came."""
+    """Each profile got the welcome and the reminder once, and nothing else came. The
+    reminder shows the order: it is sent only if the cart event was processed while the
+    instance waited for it, after the signup. (The connector may have both calls in
+    flight at once, so the sandbox's order of the two says nothing.)"""
     deadline = time.monotonic() + 120
     while len(sandbox.state.messages) < 2 * PROFILES and time.monotonic() < deadline:
         assert worker.alive(), worker.log_text()[-3000:]
         await asyncio.sleep(0.2)
     await asyncio.sleep(2)  # anything sent twice would arrive now
-    by_phone: dict[str, list[str | None]] = {}
-    for message in sorted(sandbox.state.messages, key=lambda m: m.received_at):
-        by_phone.setdefault(message.to, []).append(message.template)
-    assert by_phone == {phone(i): ["welcome", "cart_reminder"] for i in range(PROFILES)}
+    by_phone: dict[str, list[str]] = {}
+    for message in sandbox.state.messages:
+        by_phone.setdefault(message.to, []).append(str(message.template))
+    assert {to: sorted(templates) for to, templates in by_phone.items()} == {
+        phone(i): ["cart_reminder", "welcome"] for i in range(PROFILES)
+    }
 
 
 async def repartitioned(stack: Stack, expected: int) -> list[dict[str, Any]]:
