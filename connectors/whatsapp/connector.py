@@ -10,7 +10,10 @@ How one request is committed (crash-sensitive; read before changing the order):
           marker instead: a crash hid the outcome of a call (see step 0).
   Step 2. Policy (connectors.whatsapp.policy): skipped -> a `skipped` DeliveryEvent.
           Then what Meta said (connectors.whatsapp.gate): template status, marketing
-          opt-out and hold, messaging limit; skipped, or held until it may go.
+          opt-out and hold, messaging limit; skipped, or held until it may go. A held
+          request lets the next batches start (acks stay in order, so a crash re-reads
+          from it and step 1 answers those after it); one whose partition is revoked
+          while it waits is dropped here and decided again by the new owner.
   Step 3. Store a "sending" marker for the message id and wait until the broker has it;
           then call the API inside the pacing limits; retry retriable answers with
           capped exponential backoff and jitter, up to WHATSAPP_MAX_RETRIES.
@@ -74,19 +77,22 @@ from connectors.whatsapp.controls import (
     hold_record,
     optout_record,
 )
-from connectors.whatsapp.gate import SendGate
+from connectors.whatsapp.events import (
+    delivery_event,
+    failed_error,
+    skipped_error,
+)
+from connectors.whatsapp.gate import HoldAbandoned, SendGate
 from connectors.whatsapp.indoubt import Evidence, find_statuses
 from connectors.whatsapp.pacing import Pacer, partition_share
 from connectors.whatsapp.policy import check_send, mask_phone
 from connectors.whatsapp.records import RecordWriter
-from schemas.common import construct, record_json
+from schemas.common import record_json
 from schemas.deadletter import dead_letter_record
 from schemas.messages import (
-    DeliveryError,
     DeliveryEvent,
     DeliveryStatus,
     SendRequest,
-    SkipReason,
 )
 from schemas.settings import Settings
 
@@ -101,18 +107,6 @@ BATCHES_AHEAD = 2
 # a restart); a month of memory is plenty and keeps the changelog from growing forever.
 ACCEPTED_RETENTION_MS = 30 * 24 * 3600 * 1000
 
-SKIP_TITLES: dict[SkipReason, str] = {
-    SkipReason.NO_CONSENT: "no WhatsApp opt-in for this profile",
-    SkipReason.OPTED_OUT: "the profile opted out of WhatsApp",
-    SkipReason.FREQUENCY_CAPPED: "frequency cap reached",
-    SkipReason.QUIET_HOURS: "inside quiet hours",
-    SkipReason.INVALID_PHONE: "no valid E.164 phone number",
-    SkipReason.TEMPLATE_ERROR: "the request has no template (or no text) to send",
-    SkipReason.OUTSIDE_WINDOW: "free-form text outside the 24-hour customer-service window",
-    SkipReason.TEMPLATE_PAUSED: "Meta paused the template",
-    SkipReason.TEMPLATE_DISABLED: "Meta disabled the template",
-    SkipReason.MARKETING_OPTED_OUT: "the user stopped marketing messages",
-}
 # Set per batch: called by a request that starts waiting (held by the gate, or backing off
 # after 131056), so the next batches need not wait for it. Acks stay in batch order.
 _ON_HOLD: contextvars.ContextVar[Callable[[], None]] = contextvars.ContextVar(
@@ -155,35 +149,6 @@ def _as_bytes(value: Any) -> bytes | None:
     return orjson.dumps(value)
 
 
-def delivery_event(
-    request: SendRequest,
-    status: DeliveryStatus,
-    *,
-    occurred_at: datetime,
-    wamid: str | None = None,
-    error: DeliveryError | None = None,
-) -> DeliveryEvent:
-    # Built without validation: every value comes from a validated SendRequest, our own
-    # enums and models, or our clock; only the time zone could be missing, so it is checked.
-    if occurred_at.tzinfo is None:
-        raise ValueError("a DeliveryEvent's occurred_at must carry a time zone")
-    return construct(
-        DeliveryEvent,
-        message_id=request.message_id,
-        wamid=wamid,
-        journey_id=request.journey_id,
-        journey_version=request.journey_version,
-        activity_id=request.activity_id,
-        profile_id=request.profile_id,
-        channel="whatsapp",
-        template=request.template,
-        language=request.language,
-        status=status,
-        error=error,
-        occurred_at=occurred_at,
-    )
-
-
 def right_sized(value: bytes) -> bytes:
     """A copy of `value` that holds only its own bytes.
 
@@ -192,16 +157,6 @@ def right_sized(value: bytes) -> bytes:
     would hold 4 KiB of memory (the connector grew 4.4 KiB per message drained).
     """
     return memoryview(value).tobytes()
-
-
-def failed_error(outcome: SendOutcome) -> DeliveryError:
-    return DeliveryError(
-        code=outcome.code, title=outcome.title or "send failed", retriable=outcome.retriable
-    )
-
-
-def skipped_error(reason: SkipReason, title: str | None = None) -> DeliveryError:
-    return DeliveryError(title=title or SKIP_TITLES[reason], reason=reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -612,7 +567,14 @@ class WhatsAppConnector:
         # Step 2: policy, then what Meta said.
         reason, title = check_send(request, now=self.clock()), None
         if reason is None:
-            verdict = await self.gate.check(request, _ON_HOLD.get())
+            try:
+                verdict = await self.gate.check(
+                    request, _ON_HOLD.get(), lambda: self._owns(partition)
+                )
+            except HoldAbandoned:
+                # Revoked while it waited: the new owner reads it again from the last commit.
+                log.info("whatsapp.hold_abandoned", message_id=request.message_id)
+                return "abandoned"
             reason, title = verdict if verdict is not None else (None, None)
         if reason is not None:
             log.info(
@@ -691,6 +653,15 @@ class WhatsAppConnector:
         # aiokafka's producer itself: faust's Topic.send wraps every record in codecs,
         # futures and callbacks, and its changelog buffer sends one record at a time.
         return cast(Any, self.app.producer)._ensure_producer()
+
+    def _owns(self, partition: int) -> bool:
+        """Whether this worker still has `partition` of the requests topic."""
+        topic = self.requests_topic.get_topic_name()
+        try:
+            assigned = self.app.consumer.assignment()
+        except Exception:  # no consumer (not started, or a test without one): keep going
+            return True
+        return any(tp.topic == topic and tp.partition == partition for tp in assigned)
 
     async def _write_control(self, record: Record) -> None:
         """Apply a control record here at once and write it for the other workers."""

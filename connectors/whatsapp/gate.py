@@ -46,11 +46,22 @@ HOLDING = Gauge(
 Verdict = tuple[SkipReason, str] | None
 
 
+class HoldAbandoned(Exception):
+    """The request's partition moved to another worker while it waited: that worker sends it."""
+
+
 class _Hold:
     """A request waiting: counted once (metric, log line, the batch let go), undone at exit."""
 
-    def __init__(self, reason: str, on_hold: Callable[[], None]) -> None:
+    def __init__(
+        self, reason: str, on_hold: Callable[[], None], still_mine: Callable[[], bool]
+    ) -> None:
         self.reason, self.on_hold, self.started = reason, on_hold, False
+        self.still_mine = still_mine
+
+    def ensure_owned(self) -> None:
+        if not self.still_mine():
+            raise HoldAbandoned(self.reason)
 
     def start(self, event: str, **fields: object) -> None:
         if self.started:
@@ -86,13 +97,19 @@ class SendGate:
         self.clock = clock
         self.wall = wall
 
-    async def check(self, request: SendRequest, on_hold: Callable[[], None]) -> Verdict:
-        """None to send now; (reason, title) to skip. May wait first (see module doc)."""
+    async def check(
+        self,
+        request: SendRequest,
+        on_hold: Callable[[], None],
+        still_mine: Callable[[], bool] = lambda: True,
+    ) -> Verdict:
+        """None to send now; (reason, title) to skip. May wait first (see module doc); a wait
+        whose partition was taken away raises HoldAbandoned (its new owner decides)."""
         if request.kind != "template":
             return None
         if self.ready is not None:
             await self.ready()  # just started: what Meta said so far is still being read
-        verdict = await self._template_status(request, on_hold)
+        verdict = await self._template_status(request, on_hold, still_mine)
         if verdict is not None:
             return verdict
         state = self.controls.template(request.template, request.language)
@@ -104,13 +121,15 @@ class SendGate:
                 title = f"Meta limits marketing messages to this user (131049) until {until:%c}"
                 return SkipReason.FREQUENCY_CAPPED, title
         if request.to:
-            await self._messaging_limit(request, on_hold)
+            await self._messaging_limit(request, on_hold, still_mine)
         return None
 
-    async def _template_status(self, request: SendRequest, on_hold: Callable[[], None]) -> Verdict:
+    async def _template_status(
+        self, request: SendRequest, on_hold: Callable[[], None], still_mine: Callable[[], bool]
+    ) -> Verdict:
         name, language = request.template, request.language
         state = self.controls.template(name, language)
-        with _Hold("template_paused", on_hold) as hold:
+        with _Hold("template_paused", on_hold, still_mine) as hold:
             while state is not None and state.blocked is not None:
                 deadline = request.wait_until
                 now = self.clock()
@@ -121,6 +140,7 @@ class SendGate:
                 hold.start("whatsapp.template_paused_wait", template=name, language=language)
                 left = (deadline - now).total_seconds() if deadline is not None else 1.0
                 await self.controls.changed(min(1.0, left))
+                hold.ensure_owned()
                 state = self.controls.template(name, language)
         if state is None or state.blocked is None:
             return None
@@ -129,7 +149,9 @@ class SendGate:
             return SkipReason.TEMPLATE_DISABLED, title
         return SkipReason.TEMPLATE_PAUSED, title
 
-    async def _messaging_limit(self, request: SendRequest, on_hold: Callable[[], None]) -> None:
+    async def _messaging_limit(
+        self, request: SendRequest, on_hold: Callable[[], None], still_mine: Callable[[], bool]
+    ) -> None:
         assert request.to is not None
         controls = self.controls
         if controls.limit(self.settings.whatsapp_messaging_limit) is None:
@@ -137,7 +159,7 @@ class SendGate:
         recipient = recipient_key(request.to)
         if controls.reached(recipient, self.wall()):
             return
-        with _Hold("messaging_limit", on_hold) as hold:
+        with _Hold("messaging_limit", on_hold, still_mine) as hold:
             while True:
                 limit = controls.limit(self.settings.whatsapp_messaging_limit)
                 now = self.wall()
@@ -150,4 +172,5 @@ class SendGate:
                     frees_in_seconds=round(controls.frees_in(now), 1),
                 )
                 await controls.changed(min(0.5, max(0.02, controls.frees_in(now))))
+                hold.ensure_owned()
         await self.write(reach_record(recipient, now))

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from connectors.whatsapp.client import SendOutcome
-from connectors.whatsapp.connector import delivery_event, failed_error
+from connectors.whatsapp.events import delivery_event, failed_error
 from connectors.whatsapp.policy import (
     Keyword,
     KeywordMatcher,

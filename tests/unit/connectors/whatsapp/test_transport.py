@@ -14,7 +14,7 @@ import yarl
 from aiohttp.client_reqrep import ConnectionKey
 
 from connectors.whatsapp.client import CloudApiClient
-from connectors.whatsapp.connector import failed_error
+from connectors.whatsapp.events import failed_error
 from connectors.whatsapp.transport import host_of, transport_cause
 from engine.reporting.report import aggregate
 from schemas.messages import SendRequest
