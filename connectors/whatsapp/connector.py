@@ -12,8 +12,9 @@ How one request is committed (crash-sensitive; read before changing the order):
           Then what Meta said (connectors.whatsapp.gate): template status, marketing
           opt-out and hold, messaging limit; skipped, or held until it may go. A held
           request lets the next batches start (acks stay in order, so a crash re-reads
-          from it and step 1 answers those after it); one whose partition is revoked
-          while it waits is dropped here and decided again by the new owner.
+          from it and step 1 answers those after it). When a rebalance begins while it
+          waits, it is written again to its partition and acked, as faust waits for
+          every event under way before it hands partitions over.
   Step 3. Store a "sending" marker for the message id and wait until the broker has it;
           then call the API inside the pacing limits; retry retriable answers with
           capped exponential backoff and jitter, up to WHATSAPP_MAX_RETRIES.
@@ -572,9 +573,13 @@ class WhatsAppConnector:
                     request, _ON_HOLD.get(), lambda: self._owns(partition)
                 )
             except HoldAbandoned:
-                # Revoked while it waited: the new owner reads it again from the last commit.
-                log.info("whatsapp.hold_abandoned", message_id=request.message_id)
-                return "abandoned"
+                # A rebalance began while it waited, and faust waits for every event under
+                # way to be acked: put the request back on its partition, then let it be acked.
+                topic = self.requests_topic.get_topic_name()
+                body = request.model_dump_json().encode()
+                await self._writer.write(topic, key=request.profile_id.encode(), value=body)
+                log.info("whatsapp.hold_requeued", message_id=request.message_id)
+                return "requeued"
             reason, title = verdict if verdict is not None else (None, None)
         if reason is not None:
             log.info(
@@ -655,9 +660,12 @@ class WhatsAppConnector:
         return cast(Any, self.app.producer)._ensure_producer()
 
     def _owns(self, partition: int) -> bool:
-        """Whether this worker still has `partition` of the requests topic."""
+        """Whether this worker still has `partition` and no rebalance is under way (faust
+        suspends its flow control while partitions are revoked)."""
         topic = self.requests_topic.get_topic_name()
         try:
+            if not self.app.flow_control.is_active():
+                return False
             assigned = self.app.consumer.assignment()
         except Exception:  # no consumer (not started, or a test without one): keep going
             return True

@@ -47,7 +47,8 @@ Verdict = tuple[SkipReason, str] | None
 
 
 class HoldAbandoned(Exception):
-    """The request's partition moved to another worker while it waited: that worker sends it."""
+    """A rebalance began (or the partition moved) while the request waited: its caller puts
+    it back on the requests topic, so whoever owns the partition next decides again."""
 
 
 class _Hold:

@@ -337,3 +337,38 @@ async def test_a_tier_of_250_holds_the_251st_new_user_until_the_window_frees(
     assert released >= window - 0.5, released
     assert "whatsapp.messaging_limit_hold" in worker.log(600)
     assert sandbox.state.stats.failed_by_code.get(131048) is None  # Meta never had to refuse
+
+
+async def test_a_held_send_does_not_stall_a_rebalance_and_goes_out_once(
+    channel: StartChannel, start_worker: StartWorker
+) -> None:
+    window = 30.0
+    overrides = {"whatsapp_messaging_window_seconds": window}
+    ch = await channel(overrides, messaging_window_seconds=window)
+    sandbox, deliveries = ch.sandbox, ch.deliveries
+    await sandbox.http.post("/sandbox/messaging-limit", json={"limit": 1})
+    await asyncio.sleep(1.0)
+    first = request("m-first", "p-ana", template="welcome")
+    await ch.send(first)
+    await deliveries.until(finals(first.message_id), seconds=60)
+    reached = time.monotonic()
+    held = request("m-held", "p-bob", BOB, template="welcome")
+    await ch.send(held)
+    events = await deliveries.settle(2.0)
+    assert final(events, held.message_id) is None
+
+    second = start_worker(ch.settings)  # same group: a rebalance while the send is held
+    started = time.monotonic()
+    while "whatsapp.hold_requeued" not in ch.worker.log(400):
+        assert time.monotonic() - started < 20, ch.worker.log(80)
+        await asyncio.sleep(0.5)
+    while "Setting newly assigned partitions" not in second.log(400):
+        assert time.monotonic() - started < 25, second.log(80)
+        await asyncio.sleep(0.5)
+    assert time.monotonic() - reached < window - 3  # the rebalance did not wait for the hold
+
+    events = await deliveries.until(finals(held.message_id), seconds=window + 30)
+    assert final(events, held.message_id)["status"] == "accepted"  # type: ignore[index]
+    assert time.monotonic() - reached >= window - 1
+    await deliveries.settle(2.0)
+    assert [m.wa_id for m in sandbox.state.messages].count(BOB.lstrip("+")) == 1
