@@ -843,7 +843,15 @@ def _profile_section(
         (name, n)
         for name, n in summary.inclusive
         if any(p in name for p in code)
-        and not any(p in name for p in ("engine/cli/main.py", "engine/streaming/app.py", "._agent"))
+        and not any(
+            p in name
+            for p in (
+                "engine/cli/main.py",
+                "engine/streaming/app.py",
+                "engine/streaming/consumer.py",
+                "._agent",
+            )
+        )
     ][:15]
     if ours:
         out += ["", "| project and library functions (inclusive) | share |", "| --- | --- |"]

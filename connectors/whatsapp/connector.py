@@ -48,7 +48,6 @@ import asyncio
 import contextvars
 import random
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,7 +57,6 @@ import faust
 import orjson
 import structlog
 from aiokafka.errors import KafkaError
-from faust.streams import _current_event
 from mode import Service
 from prometheus_client import Counter
 from pydantic import ValidationError
@@ -88,6 +86,7 @@ from connectors.whatsapp.indoubt import Evidence, find_statuses
 from connectors.whatsapp.pacing import Pacer, partition_share
 from connectors.whatsapp.policy import check_send, mask_phone
 from connectors.whatsapp.records import RecordWriter
+from connectors.whatsapp.shell import StreamShell
 from schemas.common import record_json
 from schemas.deadletter import dead_letter_record
 from schemas.messages import (
@@ -197,6 +196,7 @@ class WhatsAppConnector:
         self,
         app: faust.App,
         *,
+        shell: StreamShell,
         requests_topic: faust.TopicT,
         delivery_topic: faust.TopicT,
         dead_letter_topic: faust.TopicT,
@@ -211,6 +211,7 @@ class WhatsAppConnector:
         controls: Controls | None = None,
     ) -> None:
         self.app = app
+        self.shell = shell
         self.settings = settings
         self.requests_topic = requests_topic
         self.delivery_topic = delivery_topic
@@ -258,7 +259,7 @@ class WhatsAppConnector:
         self._last_acked: asyncio.Future[None] | None = None
         self._intake_lock = asyncio.Lock()
         self._claims: dict[str, asyncio.Future[None]] = {}
-        self._writer = RecordWriter(self._producer, settings.kafka_producer_linger_ms / 1000)
+        self._writer = RecordWriter(shell.producer, settings.kafka_producer_linger_ms / 1000)
         self.controls = controls or Controls(
             window_seconds=settings.whatsapp_messaging_window_seconds
         )
@@ -454,7 +455,7 @@ class WhatsAppConnector:
                 }
             )
             first = groups[message_id][0]
-            _current_event.set(weakref.ref(first.event))
+            self.shell.set_current_event(first.event)
             writes.append(self._store(first.origin.partition, key, stored))
         await asyncio.gather(*writes)
         IN_DOUBT.labels(resolution="taken_by_meta").inc(len(found))
@@ -463,9 +464,8 @@ class WhatsAppConnector:
     async def _find_statuses(
         self, markers: Mapping[str, datetime], grace_seconds: float
     ) -> dict[str, Evidence]:
-        return await find_statuses(
-            self.settings, self.delivery_topic.get_topic_name(), markers, grace_seconds
-        )
+        topic, partitions = self.delivery_topic.get_topic_name(), self.shell.topic_partitions
+        return await find_statuses(self.settings, topic, markers, grace_seconds, partitions)
 
     async def _parse(self, event: faust.EventT[Any], pending: list[Awaitable[Any]]) -> _Item | None:
         message = event.message
@@ -527,7 +527,7 @@ class WhatsAppConnector:
         for item in group:
             # The table's RocksDB store writes to the database of the current event's
             # partition; this task's copy of the context is this request's.
-            _current_event.set(weakref.ref(item.event))
+            self.shell.set_current_event(item.event)
             try:
                 statuses.append(await self.handle(item.request, item.origin.partition, pending))
             except KafkaError:
@@ -654,11 +654,6 @@ class WhatsAppConnector:
             await asyncio.sleep(delay)
             attempt += 1
 
-    def _producer(self) -> Any:
-        # aiokafka's producer itself: faust's Topic.send wraps every record in codecs,
-        # futures and callbacks, and its changelog buffer sends one record at a time.
-        return cast(Any, self.app.producer)._ensure_producer()
-
     def _owns(self, partition: int) -> bool:
         """Whether this worker still has `partition` and no rebalance is under way (faust
         suspends its flow control while partitions are revoked)."""
@@ -740,18 +735,21 @@ def _first_error(exc: ValidationError) -> str:
 def register(
     app: faust.App,
     *,
+    shell: StreamShell,
     requests_topic: faust.TopicT,
     delivery_topic: faust.TopicT,
     dead_letter_topic: faust.TopicT,
     settings: Settings,
     **options: Any,
 ) -> WhatsAppConnector:
-    """Add the WhatsApp connector's agent, table and shutdown hook to `app`.
+    """Add the WhatsApp connector's agent, table and shutdown hook to `app`; `shell` is what
+    it needs of faust's and aiokafka's internals (shell.py).
 
     `options` are passed to WhatsAppConnector (client, pacer, backoff, batch_size, ...).
     """
     connector = WhatsAppConnector(
         app,
+        shell=shell,
         requests_topic=requests_topic,
         delivery_topic=delivery_topic,
         dead_letter_topic=dead_letter_topic,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -39,6 +39,7 @@ log = structlog.get_logger("connectors.whatsapp.indoubt")
 EVIDENCE_STATUSES = frozenset({"accepted", "sent", "delivered", "read", "failed"})
 # Read from this long before the marker: the status cannot be older than the call.
 LOOKBACK_SECONDS = 60.0
+TopicPartitions = Callable[[AIOKafkaConsumer, str], Awaitable[set[int]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +80,12 @@ async def find_statuses(
     topic: str,
     markers: Mapping[str, datetime],
     grace_seconds: float,
+    topic_partitions: TopicPartitions,
 ) -> dict[str, Evidence]:
     """Evidence for each message id of `markers` (id -> when its call was about to be made).
 
     Waits until every id has evidence or the latest marker is `grace_seconds` old.
+    `topic_partitions`: StreamShell.topic_partitions (connectors/whatsapp/shell.py).
     """
     if not markers:
         return {}
@@ -99,7 +102,8 @@ async def find_statuses(
     )
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]
+        partitions = await _partitions(consumer, topic, topic_partitions)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         starts = await consumer.offsets_for_times({tp: int(earliest * 1000) for tp in tps})
         for tp in tps:
@@ -139,12 +143,12 @@ async def _reached(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int
     return True
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    # A consumer without a subscription knows no topic's partitions; ask the cluster.
+async def _partitions(
+    consumer: AIOKafkaConsumer, topic: str, topic_partitions: TopicPartitions
+) -> set[int]:
     for _ in range(50):
-        cluster = await consumer._client.fetch_all_metadata()
-        partitions = cluster.partitions_for_topic(topic)
+        partitions = await topic_partitions(consumer, topic)
         if partitions:
-            return set(partitions)
+            return partitions
         await asyncio.sleep(0.1)
     raise RuntimeError(f"topic {topic!r} has no partitions")

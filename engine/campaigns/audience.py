@@ -45,7 +45,7 @@ from pydantic import ValidationError
 from engine.campaigns.schedule import due_run
 from engine.core.catalog import CompiledJourney, JourneyCatalog
 from engine.core.interpreter import AudienceFilter
-from engine.streaming.registry import assign_all
+from engine.streaming.clients import assign_all
 from schemas.campaign import (
     AudienceTick,
     CampaignDefinition,

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.reporting.html import PAGE_STYLE, journey_svg
-from engine.streaming.registry import assign_all
+from engine.streaming.clients import assign_all
 from schemas.journey import JourneyDefinition
 from schemas.settings import Settings
 

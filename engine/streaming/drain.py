@@ -17,6 +17,8 @@ from typing import Any
 
 from faust.transport.consumer import CONSUMER_FETCHING
 
+import engine.streaming.guard  # noqa: F401  (the version guard)
+
 
 class _Rest:
     """Awaiting this finishes a coroutine that was already stepped by hand once.

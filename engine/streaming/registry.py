@@ -15,34 +15,12 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
+from engine.streaming.clients import assign_all
 from schemas.deployment import JourneyDeployment, JourneyStatus, version_key
 from schemas.journey import JourneyDefinition
 from schemas.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-
-async def assign_all(
-    consumer: AIOKafkaConsumer, topic: str, wait_seconds: float
-) -> list[TopicPartition]:
-    """Assign every partition of a topic to a group-less consumer; [] if it never appears.
-
-    A consumer only caches metadata of topics it uses, so ask for this one explicitly.
-    """
-    client = consumer._client  # aiokafka has no public way to add a topic to metadata
-    client.add_topic(topic)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_seconds
-    while True:
-        await client.force_metadata_update()
-        parts = client.cluster.partitions_for_topic(topic)
-        if parts:
-            tps = [TopicPartition(topic, p) for p in sorted(parts)]
-            consumer.assign(tps)
-            return tps
-        if loop.time() >= deadline:
-            return []
-        await asyncio.sleep(0.2)
 
 
 async def _caught_up(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import faust
 
 from engine.core.catalog import JourneyCatalog
 from engine.core.timers import TimerIndex
+from engine.streaming.internals import raw_producer
 from engine.streaming.produce import key_hash, murmur2
 from engine.streaming.registry import DefinitionsFollower
 from schemas.settings import Settings
@@ -66,7 +67,7 @@ class RuntimeBase:
 
     def _producer(self) -> Any:
         """aiokafka's producer under faust's (started with the app)."""
-        return cast(Any, self.app.producer)._ensure_producer()
+        return raw_producer(self.app)
 
     def _partition_of(self, key: bytes) -> int:
         """A profile id's partition, remembered for the records about it that follow."""

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import faust
 import structlog
-from faust.streams import _current_event
 
 from engine.observability import BATCH_SIZE, EVENT_TO_SEND, TIMERS_PENDING
+from engine.streaming.internals import set_current_event, set_persisted_offset
 from engine.streaming.produce import produce_batched, produce_counted
 from engine.worker.base import RuntimeBase
 from engine.worker.codec import state_record
@@ -139,11 +138,11 @@ class BatchCommit(RuntimeBase):
         changelog_topic = self.profiles.changelog_topic.get_topic_name()
         for key, event, raw, _ in snapshot:
             # The RocksDB store picks its per-partition database from the current event.
-            _current_event.set(weakref.ref(event))
+            set_current_event(event)
             self.profiles.data[key] = raw
             changelog.append((changelog_topic, key, raw))
             partitions.append(event.message.partition)
-        _current_event.set(None)
+        set_current_event(None)
         if changelog:
             sent = await produce_counted(producer, changelog, partitions)
             await asyncio.gather(*(future for future, _ in sent))
@@ -151,9 +150,7 @@ class BatchCommit(RuntimeBase):
                 # What faust's _on_changelog_sent does: RocksDB remembers how far the
                 # changelog is already in the local database.
                 meta = future.result()
-                cast(Any, self.profiles.data).set_persisted_offset(
-                    meta.topic_partition, meta.offset + count - 1
-                )
+                set_persisted_offset(self.profiles, meta.topic_partition, meta.offset + count - 1)
         self._in_flight = {}
         # The committed states no record of a later batch was handed meanwhile are exactly
         # their stored bytes: kept decoded for the records that read them next.

@@ -19,6 +19,7 @@ import pytest
 from connectors.whatsapp.indoubt import find_statuses
 from connectors.whatsapp.pacing import default_burst
 from connectors.whatsapp.signature import sign
+from engine.streaming.clients import topic_partitions
 from schemas.messages import SendRequest
 from schemas.settings import Settings
 
@@ -725,7 +726,9 @@ async def test_statuses_in_doubt_are_found_even_when_the_grace_is_over(
         "m-never": now - timedelta(seconds=40),
     }
     started = time.monotonic()
-    found = await find_statuses(settings, settings.topic_delivery_events, markers, 1.0)
+    found = await find_statuses(
+        settings, settings.topic_delivery_events, markers, 1.0, topic_partitions
+    )
     assert {k: v.wamid for k, v in found.items()} == {
         "m-sent": "wamid.A",
         "m-failed-by-meta": "wamid.B",
@@ -733,7 +736,9 @@ async def test_statuses_in_doubt_are_found_even_when_the_grace_is_over(
     assert time.monotonic() - started < 10  # the grace was over: read to the end, no wait
     # A recent marker waits for its status, here one that arrives while it waits.
     waiting = asyncio.create_task(
-        find_statuses(settings, settings.topic_delivery_events, {"m-late": now}, 20.0)
+        find_statuses(
+            settings, settings.topic_delivery_events, {"m-late": now}, 20.0, topic_partitions
+        )
     )
     await asyncio.sleep(1.0)
     await produce(

@@ -13,6 +13,7 @@ import faust
 import structlog
 
 from connectors.whatsapp import register
+from engine.streaming.internals import FaustShell
 from schemas.settings import Settings
 
 
@@ -35,6 +36,7 @@ def build_app(settings: Settings) -> faust.App:
 
     register(
         app,
+        shell=FaustShell(app),
         requests_topic=topic(settings.topic_whatsapp_requests),
         delivery_topic=topic(settings.topic_delivery_events),
         dead_letter_topic=topic(settings.topic_dead_letter),

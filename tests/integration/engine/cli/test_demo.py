@@ -27,7 +27,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from engine.streaming.registry import assign_all
+from engine.streaming.clients import assign_all
 from tests.support.kafka import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -15,7 +15,8 @@ from faust.exceptions import NotReady
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from engine.streaming import app as app_module
-from engine.streaming.app import RECOVERY_FETCH_MAX_WAIT_MS, ShortFetchThread, create_app
+from engine.streaming.app import create_app
+from engine.streaming.consumer import RECOVERY_FETCH_MAX_WAIT_MS, ShortFetchThread
 from engine.worker.batch import FlushFailed
 from engine.worker.gctuning import GC_YOUNG_THRESHOLD, tune_gc
 from engine.worker.runtime import EngineRuntime
