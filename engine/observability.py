@@ -5,7 +5,6 @@ and the Prometheus metrics every engine process exposes.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -13,31 +12,16 @@ from typing import Any
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
-_PLUS_PHONE_RE = re.compile(r"\+(\d{2})(\d{3,10})(\d{3})\b")
-_DIGITS_RE = re.compile(r"\b(\d{2})(\d{3,10})(\d{3})\b")
+from schemas.common import mask_phones_in
+
 _SECRET_KEYS = ("token", "secret", "password", "authorization", "api_key")
-_PHONE_KEYS = ("phone", "wa_id", "recipient", "from", "to")
-
-
-def _star(m: re.Match[str], prefix: str) -> str:
-    return f"{prefix}{m.group(1)}{'*' * len(m.group(2))}{m.group(3)}"
-
-
-def mask_phone(text: str) -> str:
-    """+34600111222 -> +34******222: enough to tell numbers apart, not to call them."""
-    return _PLUS_PHONE_RE.sub(lambda m: _star(m, "+"), text)
 
 
 def _mask_value(key: str, value: Any) -> Any:
-    lowered = key.lower()
-    if any(s in lowered for s in _SECRET_KEYS):
+    if any(s in key.lower() for s in _SECRET_KEYS):
         return "***"
     if isinstance(value, str):
-        masked = mask_phone(value)
-        # WhatsApp ids are bare digits; mask them where the key says it is a number.
-        if any(lowered == k or lowered.endswith("_" + k) for k in _PHONE_KEYS):
-            masked = _DIGITS_RE.sub(lambda m: _star(m, ""), masked)
-        return masked
+        return mask_phones_in(value)
     return value
 
 
@@ -60,7 +44,7 @@ def mask_sensitive(
     return event_dict
 
 
-class _MaskingFilter(logging.Filter):
+class MaskingFilter(logging.Filter):
     # Libraries (faust, aiokafka) log through stdlib logging; mask their lines too.
     def filter(self, record: logging.LogRecord) -> bool:
         # Format first: aiokafka logs whole records (as bytes) through the arguments.
@@ -68,7 +52,7 @@ class _MaskingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a malformed format string: the handler reports it
             return True
-        record.msg, record.args = mask_phone(message), None
+        record.msg, record.args = mask_phones_in(message), None
         return True
 
 
@@ -94,10 +78,10 @@ def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
     )
     root = logging.getLogger()
     for handler in root.handlers:
-        handler.addFilter(_MaskingFilter())
+        handler.addFilter(MaskingFilter())
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.addFilter(_MaskingFilter())
+        handler.addFilter(MaskingFilter())
         root.addHandler(handler)
     root.setLevel(level.upper())
 

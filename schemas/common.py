@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from functools import lru_cache
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import cel
@@ -147,6 +147,37 @@ def _normalize_e164(value: str) -> str:
     if not phonenumbers.is_valid_number(parsed):
         raise ValueError("not a valid phone number for its country code")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+# Anything shaped like a phone number in free text: 7 to 15 digits, with or without '+'.
+_PHONE_LIKE = re.compile(r"\+?\d{7,15}")
+_NOT_DIGIT = re.compile(r"\D")
+
+
+def mask_phone(phone: str | None) -> str:
+    """The one form of a phone number fit for logs, the CLI and the console.
+
+    '+34 600 111 222' -> '+34******222': the country prefix and the last three digits
+    stay, so numbers can be told apart but not dialled; separators are dropped first, so
+    the form does not depend on how the number was written. A number of 5 digits or fewer
+    keeps none of them; None or no digits gives '-'.
+    """
+    digits = _NOT_DIGIT.sub("", phone or "")
+    if not digits:
+        return "-"
+    if len(digits) <= 5:
+        return "+" + "*" * len(digits)
+    return "+" + digits[:2] + "*" * (len(digits) - 5) + digits[-3:]
+
+
+@overload
+def mask_phones_in(text: str) -> str: ...
+@overload
+def mask_phones_in(text: None) -> None: ...
+def mask_phones_in(text: str | None) -> str | None:
+    """Free text with every run of 7 to 15 digits, with or without '+', masked by
+    `mask_phone`: a bare WhatsApp id ('34600111222') is a phone number too."""
+    return None if text is None else _PHONE_LIKE.sub(lambda m: mask_phone(m.group()), text)
 
 
 def is_e164(value: object) -> bool:

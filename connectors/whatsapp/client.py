@@ -23,8 +23,8 @@ import structlog
 import yarl
 from prometheus_client import Counter
 
-from connectors.whatsapp.policy import mask_phone, mask_phones_in
 from connectors.whatsapp.transport import TRANSPORT_CODE, transport_title
+from schemas.common import mask_phone, mask_phones_in
 from schemas.messages import SendRequest
 from schemas.settings import Settings
 

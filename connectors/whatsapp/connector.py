@@ -84,10 +84,10 @@ from connectors.whatsapp.events import (
 from connectors.whatsapp.gate import HoldAbandoned, SendGate
 from connectors.whatsapp.indoubt import Evidence, find_statuses
 from connectors.whatsapp.pacing import Pacer, partition_share
-from connectors.whatsapp.policy import check_send, mask_phone
+from connectors.whatsapp.policy import check_send
 from connectors.whatsapp.records import RecordWriter
 from connectors.whatsapp.shell import StreamShell
-from schemas.common import record_json
+from schemas.common import mask_phone, record_json
 from schemas.deadletter import dead_letter_record
 from schemas.messages import (
     DeliveryEvent,

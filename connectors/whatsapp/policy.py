@@ -24,7 +24,6 @@ Rules, in the order they are checked by `check_send`:
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -34,7 +33,6 @@ from schemas.messages import SendRequest, SkipReason
 from schemas.settings import Settings
 
 CUSTOMER_SERVICE_WINDOW = timedelta(hours=24)
-_PHONE_LIKE = re.compile(r"\+?\d{7,15}")
 
 
 def check_send(request: SendRequest, *, now: datetime) -> SkipReason | None:
@@ -116,18 +114,3 @@ def keyword_rules(settings: Settings) -> tuple[KeywordMatcher, dict[Keyword, str
         Keyword.HELP: settings.whatsapp_help_reply,
     }
     return matcher, replies
-
-
-def mask_phone(phone: str | None) -> str:
-    """A phone number fit for logs: '+34600111222' -> '+34******222'."""
-    if not phone:
-        return "-"
-    digits = phone[1:] if phone.startswith("+") else phone
-    if len(digits) <= 5:
-        return "+" + "*" * len(digits)
-    return "+" + digits[:2] + "*" * (len(digits) - 5) + digits[-3:]
-
-
-def mask_phones_in(text: str | None) -> str | None:
-    """Free text (Meta's error details) with anything shaped like a phone number masked."""
-    return None if text is None else _PHONE_LIKE.sub(lambda m: mask_phone(m.group()), text)

@@ -58,9 +58,9 @@ from prometheus_client import Counter
 
 from connectors.whatsapp import account_webhooks
 from connectors.whatsapp.client import RETRIABLE_CODES
-from connectors.whatsapp.policy import Keyword, keyword_rules, mask_phone
+from connectors.whatsapp.policy import Keyword, keyword_rules
 from connectors.whatsapp.signature import verify
-from schemas.common import normalize_e164
+from schemas.common import mask_phone, normalize_e164
 from schemas.deadletter import dead_letter_record
 from schemas.events import ConsentStatus, ProfileAttributes, ProfileEvent
 from schemas.messages import DeliveryError, DeliveryEvent, DeliveryStatus, Pricing, SendRequest

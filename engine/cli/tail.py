@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.table import Table
 
-from engine.observability import mask_phone
+from schemas.common import mask_phones_in
 from schemas.settings import Settings
 
 _COLUMNS = {
@@ -48,7 +48,7 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, dict):
         return str(value.get("reason") or value.get("code") or value.get("title") or "")
-    return mask_phone(str(value))[:40]
+    return mask_phones_in(str(value))[:40]
 
 
 async def tail_topic(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from connectors.whatsapp.policy import mask_phones_in
 from engine.testing.runner import Line, Trace
+from schemas.common import mask_phones_in
 
 
 def iso(at: datetime) -> str:
@@ -14,7 +14,7 @@ def iso(at: datetime) -> str:
 
 def masked(text: str) -> str:
     """Free text with anything shaped like a phone number masked (event data, details)."""
-    return mask_phones_in(text) or ""
+    return mask_phones_in(text)
 
 
 def timeline_row(line: Line) -> str:

@@ -7,10 +7,11 @@ webhooks (out), handlers, app (aiohttp application and serving) and cli (the cli
 
 from connectors.whatsapp.sandbox.app import build_app, run_sandbox
 from connectors.whatsapp.sandbox.cli import main
-from connectors.whatsapp.sandbox.config import SandboxConfig, mask_phone, normalize_phone
+from connectors.whatsapp.sandbox.config import SandboxConfig, normalize_phone
 from connectors.whatsapp.sandbox.errors import ApiError
 from connectors.whatsapp.sandbox.rendering import render_free_form, render_template
 from connectors.whatsapp.sandbox.state import STATE, SandboxState, SentMessage
+from schemas.common import mask_phone
 from schemas.templates import (
     Template,
     TemplateButton,

@@ -34,14 +34,6 @@ def is_valid_number(digits: str) -> bool:
     return bool(phonenumbers.is_valid_number(parsed))
 
 
-def mask_phone(raw: str) -> str:
-    """Keep country prefix and last three digits, so logs can be correlated but not dialled."""
-    digits = re.sub(r"\D", "", raw)
-    if len(digits) <= 5:
-        return "+" + "*" * len(digits)
-    return "+" + digits[:2] + "*" * (len(digits) - 5) + digits[-3:]
-
-
 class SandboxConfig(BaseModel):
     """How the sandbox listens, what it accepts and how messages fare after acceptance."""
 

@@ -11,7 +11,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from connectors.whatsapp.sandbox.config import is_valid_number, mask_phone, normalize_phone
+from connectors.whatsapp.sandbox.config import is_valid_number, normalize_phone
 from connectors.whatsapp.sandbox.errors import ASYNC_DETAILS, ApiError
 from connectors.whatsapp.sandbox.faults import apply_fault
 from connectors.whatsapp.sandbox.rendering import render_free_form, render_template
@@ -26,6 +26,7 @@ from connectors.whatsapp.sandbox.state import (
     sandbox_error,
 )
 from connectors.whatsapp.sandbox.webhooks import plan, post_and_forget, run_lifecycle
+from schemas.common import mask_phone
 from schemas.templates import Template
 
 log = structlog.get_logger("connectors.whatsapp.sandbox")

@@ -16,8 +16,6 @@ from connectors.whatsapp.policy import (
     KeywordMatcher,
     check_send,
     inside_window,
-    mask_phone,
-    mask_phones_in,
     normalize_keyword,
 )
 from schemas.deadletter import DeadLetter, dead_letter_record
@@ -158,17 +156,6 @@ def test_configured_words_are_normalised_too() -> None:
         opt_out=frozenset({"Désabonner"}), opt_in=frozenset(), help=frozenset()
     )
     assert matcher.match("desabonner") is Keyword.OPT_OUT
-
-
-def test_phones_are_masked_for_logs() -> None:
-    assert mask_phone("+34600111222") == "+34******222"
-    assert mask_phone("34600111222") == "+34******222"
-    assert mask_phone("+1234") == "+****"
-    assert mask_phone(None) == "-"
-    assert mask_phones_in("'to' 34600111222 and +34600111333 (#100)") == (
-        "'to' +34******222 and +34******333 (#100)"
-    )
-    assert mask_phones_in(None) is None
 
 
 def test_dead_letter_keeps_the_original_bytes() -> None:
