@@ -10,53 +10,10 @@ import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
+from connectors.ratelimit import TokenBucket
+
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
-
-
-class TokenBucket:
-    """A token bucket written as GCRA (virtual scheduling): each caller reserves its own slot.
-
-    `rate` tokens per second, at most `burst` at once after an idle spell. A reservation
-    is computed at once and never re-ordered, so waiters are served first come, first
-    served and a burst of callers is spread exactly 1/rate apart.
-    """
-
-    __slots__ = ("_interval", "_paused_until", "_tat", "_tolerance", "burst", "rate")
-
-    def __init__(self, rate: float, burst: int = 1) -> None:
-        self.set_rate(rate, burst)
-        self._tat = float("-inf")  # theoretical arrival time of the next request
-        self._paused_until = float("-inf")
-
-    def set_rate(self, rate: float, burst: int) -> None:
-        """Pace at `rate` from the next reservation on; slots already given keep their times."""
-        if rate <= 0:
-            raise ValueError("rate must be greater than zero")
-        if burst < 1:
-            raise ValueError("burst must be at least 1")
-        self.rate = rate
-        self.burst = burst
-        self._interval = 1.0 / rate
-        self._tolerance = (burst - 1) * self._interval
-
-    def reserve(self, now: float) -> float:
-        """Reserve the next slot; return when (on the same clock as `now`) the caller may go."""
-        tat = max(self._tat, now, self._paused_until)
-        start = max(now, self._paused_until, tat - self._tolerance)
-        self._tat = tat + self._interval
-        return start
-
-    def pause(self, now: float, seconds: float) -> None:
-        """Hand out no slot for `seconds` (Meta answered 130429), then restart without a burst."""
-        until = now + seconds
-        if until > self._paused_until:
-            self._paused_until = until
-            # Slots already reserved keep their order: push the whole schedule back.
-            self._tat = max(self._tat, until + self._tolerance)
-
-    def paused_until(self) -> float:
-        return self._paused_until
 
 
 def partition_share(cap: float, owned: int, partitions: int) -> float | None:

@@ -42,6 +42,7 @@ from faust.web import Response, View
 from prometheus_client import Counter
 from pydantic import ValidationError
 
+from connectors.ratelimit import TokenBucket
 from engine.campaigns.schedule import due_run
 from engine.core.catalog import CompiledJourney, JourneyCatalog
 from engine.core.interpreter import AudienceFilter
@@ -353,22 +354,6 @@ async def publish_run(
 # --- the worker's part -------------------------------------------------------------------
 
 
-class RateLimiter:
-    """Paces units (profiles) to `rate` a second, shared by every job of the worker."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self._free_at = 0.0
-        self._lock = asyncio.Lock()
-
-    async def acquire(self, units: int) -> None:
-        async with self._lock:
-            wait = self._free_at - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._free_at = max(self._free_at, time.monotonic()) + units / self.rate
-
-
 @dataclass(slots=True)
 class _Job:
     tick: AudienceTick
@@ -405,7 +390,7 @@ class AudienceRuns:
         self._on_run_cancelled = on_run_cancelled
         self.registry = RunRegistry(on_cancel=self._cancelled)
         self.follower = RunsFollower(settings, self.registry)
-        self.limiter = RateLimiter(settings.campaign_rate_per_second)
+        self.limiter = TokenBucket(settings.campaign_rate_per_second)  # profiles a second, all jobs
         # Profiles tested between two yields to the event loop (the agent shares it): about a
         # tenth of a second's worth at the rate, and never so many that the agent waits.
         self._chunk = min(200, max(20, int(settings.campaign_rate_per_second / 10)))
@@ -545,7 +530,10 @@ class AudienceRuns:
                 if not matched:
                     await asyncio.sleep(0)
                     continue
-                await self.limiter.acquire(len(matched))
+                at = time.monotonic()
+                wait = self.limiter.reserve(at, len(matched)) - at
+                if wait > 0:
+                    await asyncio.sleep(wait)
                 if self._stopped(job, partition) is not None:
                     continue  # said and returned at the top of the next round
                 await self._queue(matched, tick_json)

@@ -16,6 +16,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from connectors.ratelimit import TokenBucket
 from connectors.whatsapp.sandbox.config import SandboxConfig
 from schemas.templates import Template
 
@@ -62,23 +63,6 @@ class SentMessage:
             "errors": list(self.errors),
             "request": self.request,
         }
-
-
-# Meta's per-number cap; stays here until the project has one rate limiter (issue 21, item 3).
-@dataclass(slots=True)
-class TokenBucket:
-    rate: float
-    capacity: float
-    tokens: float
-    updated: float
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 @dataclass(slots=True)
@@ -241,13 +225,12 @@ class SandboxState:
         rate = self.config.rate_per_second
         if rate is None:
             return True
-        now = self.config.monotonic()
         bucket = self.buckets.get(phone_number_id)
         if bucket is None:
-            capacity = float(self.config.burst or max(1, round(rate)))
-            bucket = TokenBucket(rate=rate, capacity=capacity, tokens=capacity, updated=now)
-            self.buckets[phone_number_id] = bucket
-        return bucket.take(now)
+            # Meta's per-number cap: `burst` at once (default: a second's worth), then `rate`.
+            burst = self.config.burst or max(1, round(rate))
+            bucket = self.buckets[phone_number_id] = TokenBucket(rate, burst)
+        return bucket.try_take(self.config.monotonic())
 
     def in_window(self, wa_id: str) -> bool:
         last = self.last_inbound.get(wa_id)

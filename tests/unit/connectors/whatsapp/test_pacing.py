@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from connectors.whatsapp.pacing import Pacer, TokenBucket, partition_share
+from connectors.ratelimit import TokenBucket
+from connectors.whatsapp.pacing import Pacer, partition_share
 
 
 class FakeTime:
