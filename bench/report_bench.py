@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from engine.reporting.report import ReportBuilder, read_report
+from engine.reporting.aggregate import ReportBuilder
+from engine.reporting.reader import read_report
 from schemas.messages import DeliveryEvent
 from schemas.settings import Settings
 

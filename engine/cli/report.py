@@ -15,16 +15,10 @@ import orjson
 from rich.console import Console
 
 from engine.cli.common import EXIT_FAILURE, EXIT_INVALID, fail, load_settings, run_kafka
+from engine.reporting.aggregate import Report
 from engine.reporting.cost import CostBuilder, PriceFileError, load_prices, render_cost
-from engine.reporting.report import (
-    Report,
-    ReportTimeoutError,
-    read_report,
-    render_table,
-    to_csv,
-    to_html,
-    to_json,
-)
+from engine.reporting.reader import ReportTimeoutError, read_report
+from engine.reporting.render import render_table, to_csv, to_html, to_json
 from engine.streaming.registry import read_deployments
 from schemas.common import parse_duration
 from schemas.journey import JourneyDefinition

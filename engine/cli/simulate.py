@@ -18,10 +18,12 @@ from typing import Any
 
 import click
 import orjson
+from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 
 from engine.cli.common import load_settings, run_kafka
 from engine.core.loader import JourneyValidationError, load_journey
+from engine.reporting.reader import assign_range, drain
 from engine.testing.replay import differences, group_events, replay, summarize
 from engine.testing.runner import Simulator, Trace
 from engine.testing.show import iso, masked, timeline_lines
@@ -88,10 +90,6 @@ async def read_topic(
     settings: Settings, since: datetime | None, limit: int, timeout: float
 ) -> tuple[list[ProfileEvent], int]:
     """Up to `limit` valid events of profile-events from `since`; and how many were not."""
-    from aiokafka import AIOKafkaConsumer
-
-    from engine.reporting.report import _assign_range, _drain
-
     events: list[ProfileEvent] = []
     bad = 0
 
@@ -117,9 +115,9 @@ async def read_topic(
     topic = settings.topic_profile_events
     try:
         await consumer.start()
-        stops, _missing = await _assign_range(consumer, [topic], since, None)
+        stops, _missing = await assign_range(consumer, [topic], since, None)
         try:
-            await _drain(consumer, {topic: add}, stops, None, timeout)
+            await drain(consumer, {topic: add}, stops, None, timeout)
         except _Enough:
             pass
     finally:

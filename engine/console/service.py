@@ -23,8 +23,9 @@ from yarl import URL
 from engine.console.profile import profile_view
 from engine.console.records import read_profile_records
 from engine.console.timeline import inspection
+from engine.reporting.aggregate import JourneyReport, Report
 from engine.reporting.html import journey_svg
-from engine.reporting.report import JourneyReport, Report, read_report
+from engine.reporting.reader import read_report
 from engine.worker.codec import state_from_bytes
 from engine.worker.runtime import EngineRuntime
 from schemas.settings import Settings

@@ -16,7 +16,7 @@ from aiohttp.client_reqrep import ConnectionKey
 from connectors.whatsapp.client import CloudApiClient
 from connectors.whatsapp.events import failed_error
 from connectors.whatsapp.transport import host_of, transport_cause
-from engine.reporting.report import aggregate
+from engine.reporting.aggregate import aggregate
 from schemas.messages import SendRequest
 from schemas.settings import Settings
 

@@ -14,16 +14,8 @@ from rich.console import Console
 
 from engine.cli.report import parse_moment
 from engine.core.loader import parse_journey
-from engine.reporting.report import (
-    CSV_COLUMNS,
-    ReportBuilder,
-    aggregate,
-    percentile,
-    render_table,
-    to_csv,
-    to_html,
-    to_json,
-)
+from engine.reporting.aggregate import ReportBuilder, aggregate, percentile
+from engine.reporting.render import CSV_COLUMNS, render_table, to_csv, to_html, to_json
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
