@@ -116,3 +116,18 @@ EVENT_TO_SEND = Histogram(
 BATCH_SIZE = Histogram(
     "journey_batch_size", "Records per processed batch", buckets=(1, 10, 50, 100, 250, 500, 1000)
 )
+AUDIENCE_SCANNED = Counter(
+    "journey_audience_profiles_scanned_total",
+    "Stored profiles an audience scan tested",
+    ["journey_id"],
+)
+AUDIENCE_QUEUED = Counter(
+    "journey_audience_profiles_queued_total",
+    "Profiles an audience scan queued (one tick each on journey-timers)",
+    ["journey_id"],
+)
+AUDIENCE_TICKS = Counter(
+    "journey_audience_ticks_total",
+    "Audience ticks the engine applied, by outcome (admitted or declined)",
+    ["journey_id", "outcome"],
+)

@@ -16,6 +16,8 @@ import click
 import orjson
 from pydantic import ValidationError
 
+from engine.campaigns.planning import next_campaign_deployment, plan_trigger, trigger_refusal
+from engine.campaigns.runs import publish_run, read_runs
 from engine.campaigns.schedule import describe, next_occurrence, one_off_time
 from engine.cli.common import (
     EXIT_INVALID,
@@ -32,7 +34,7 @@ from schemas.campaign import CampaignRun, TriggerRequest
 from schemas.deployment import JourneyDeployment
 
 if TYPE_CHECKING:
-    from engine.campaigns.audience import RunRegistry
+    from engine.campaigns.planning import RunRegistry
 
 
 def _campaigns(deployments: dict[str, JourneyDeployment]) -> list[JourneyDeployment]:
@@ -66,7 +68,6 @@ def deploy(files: tuple[str, ...], deployed_by: str | None) -> None:
 
     Deploying a cancelled campaign again makes it active again.
     """
-    from engine.campaigns.audience import next_campaign_deployment
 
     settings = load_settings()
     loaded = load_files(files, load_campaign)
@@ -112,7 +113,6 @@ def deploy(files: tuple[str, ...], deployed_by: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON, with every run")
 def list_(as_json: bool) -> None:
     """List deployed campaigns: status, schedule, next run and runs so far."""
-    from engine.campaigns.audience import read_runs
 
     settings = load_settings()
 
@@ -196,7 +196,6 @@ def trigger(
     context_json: str | None,
 ) -> None:
     """Start a run of a campaign: its whole audience, or the profiles named."""
-    from engine.campaigns.audience import plan_trigger, publish_run, read_runs, trigger_refusal
 
     settings = load_settings()
     try:
@@ -242,7 +241,6 @@ def cancel(campaign_id: str, run_id: str | None) -> None:
 
     Workers stop fanning the run out, and work already queued for it is skipped.
     """
-    from engine.campaigns.audience import publish_run, read_runs
 
     settings = load_settings()
 

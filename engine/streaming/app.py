@@ -12,7 +12,7 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from engine.campaigns.audience import register_trigger_api
+from engine.campaigns.api import register_trigger_api
 from engine.console.api import register_console
 from engine.streaming.consumer import EngineTransport
 from engine.streaming.internals import FaustShell

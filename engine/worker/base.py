@@ -18,7 +18,7 @@ from schemas.settings import Settings
 from schemas.state import ProfileState
 
 if TYPE_CHECKING:
-    from engine.campaigns.audience import AudienceRuns
+    from engine.campaigns.fanout import AudienceRuns
     from engine.worker.batch import Pending
     from engine.worker.decoded import DecodedStates
     from engine.worker.records import Before

@@ -4,7 +4,7 @@ The agent reads four co-partitioned topics keyed by profile id (profile events, 
 profile events it moved onto their key's partition, timer ticks, delivery events), keeps each profile's state in one changelog-backed
 table, and turns the interpreter's effects into records on the output topics.
 Timer ticks are `{"profile_id", "due"}` (the clock) or `{"profile_id", "audience"}` (a
-profile's share of an audience run or a campaign run; see engine/campaigns/audience.py).
+profile's share of an audience run or a campaign run; see engine/campaigns/fanout.py).
 Its parts: base.py (shared attributes, partitioning), codec.py (stored state),
 records.py (record handlers), ticks.py (due, timer and audience ticks), batch.py (the
 batch and its commit protocol).
@@ -21,7 +21,7 @@ from typing import Any, cast
 import faust
 import structlog
 
-from engine.campaigns.audience import AudienceRuns
+from engine.campaigns.fanout import AudienceRuns
 from engine.core.catalog import JourneyCatalog
 from engine.core.interpreter import ProcessResult
 from engine.core.timers import TimerIndex

@@ -16,7 +16,6 @@ import orjson
 import structlog
 from pydantic import ValidationError
 
-from engine.campaigns.audience import AUDIENCE_TICKS
 from engine.core.admission import validation_reason
 from engine.core.interpreter import (
     ProcessResult,
@@ -24,7 +23,7 @@ from engine.core.interpreter import (
     apply_timers,
     ends_without_timer,
 )
-from engine.observability import INSTANCES_LIVE, TIMER_LAG, TIMERS_PENDING
+from engine.observability import AUDIENCE_TICKS, INSTANCES_LIVE, TIMER_LAG, TIMERS_PENDING
 from engine.streaming.produce import produce_batched
 from engine.worker.batch import Pending
 from engine.worker.codec import due_from_bytes

@@ -24,7 +24,8 @@ import orjson
 import pytest
 from aiokafka.partitioner import murmur2
 
-from engine.campaigns.audience import next_campaign_deployment, read_runs
+from engine.campaigns.planning import next_campaign_deployment
+from engine.campaigns.runs import read_runs
 from engine.core.loader import parse_campaign, parse_journey
 from engine.streaming.registry import next_deployment, publish_deployments, read_deployments
 from engine.streaming.topics import ensure_topics

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from engine.campaigns.audience import (
+from engine.campaigns.planning import (
     RunRegistry,
     next_campaign_deployment,
     plan_trigger,
