@@ -1,5 +1,6 @@
-"""Whether a profile event's bytes can be processed: the one check the engine and the
-ingestion API share, so an event the API accepts is an event the engine takes.
+"""What the interpreter is given: whether a profile event's bytes can be processed (the one
+check the engine and the ingestion API share, so an event the API accepts is an event the
+engine takes), and a delivery status as the profile event journeys wait for.
 """
 
 from __future__ import annotations
@@ -8,8 +9,9 @@ from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
-from engine.core.interpreter import check_event_time
+from schemas.common import construct, format_duration
 from schemas.events import MAX_EVENT_BYTES, ProfileEvent
+from schemas.messages import DeliveryEvent, DeliveryStatus
 
 
 class InvalidEvent(Exception):
@@ -58,3 +60,48 @@ def admit_profile_event(
     if reason:
         raise InvalidEvent(reason)
     return event
+
+
+def check_event_time(
+    event: ProfileEvent,
+    now: datetime,
+    *,
+    max_age: timedelta = timedelta(days=91),
+    max_future: timedelta = timedelta(hours=1),
+) -> str | None:
+    """Why an event's time makes it unusable (a dead-letter reason), or None when it is fine."""
+    if event.occurred_at < now - max_age:
+        return (
+            f"event {event.event_id!r} occurred at {event.occurred_at.isoformat()}, "
+            f"more than {format_duration(max_age)} before {now.isoformat()}"
+        )
+    if event.occurred_at > now + max_future:
+        return (
+            f"event {event.event_id!r} occurred at {event.occurred_at.isoformat()}, "
+            f"more than {format_duration(max_future)} after {now.isoformat()}: "
+            "check the sender's clock"
+        )
+    return None
+
+
+def delivery_to_event(delivery: DeliveryEvent) -> ProfileEvent:
+    """A delivery status as the profile event that journeys wait for (`whatsapp.read`, ...)."""
+    status = DeliveryStatus(delivery.status).value
+    error = delivery.error.model_dump(mode="json", exclude_none=True) if delivery.error else None
+    return construct(
+        ProfileEvent,
+        event_id=f"delivery:{delivery.message_id}:{status}",
+        type=f"whatsapp.{status}",
+        profile_id=delivery.profile_id,
+        occurred_at=delivery.occurred_at,
+        attributes=None,
+        data={
+            "message_id": delivery.message_id,
+            "wamid": delivery.wamid,
+            "journey_id": delivery.journey_id,
+            "journey_version": delivery.journey_version,
+            "activity_id": delivery.activity_id,
+            "template": delivery.template,
+            "error": error,
+        },
+    )

@@ -98,8 +98,6 @@ __all__ = [
     "apply_audience",
     "apply_event",
     "apply_timers",
-    "check_event_time",
-    "delivery_to_event",
     "ends_without_timer",
     "new_profile_state",
 ]
@@ -300,51 +298,6 @@ def ends_without_timer(state: ProfileState, catalog: JourneyCatalog) -> bool:
         if run_id is not None and catalog.run_cancelled(instance.journey_id, run_id):
             return True
     return False
-
-
-def check_event_time(
-    event: ProfileEvent,
-    now: datetime,
-    *,
-    max_age: timedelta = timedelta(days=91),
-    max_future: timedelta = timedelta(hours=1),
-) -> str | None:
-    """Why an event's time makes it unusable (a dead-letter reason), or None when it is fine."""
-    if event.occurred_at < now - max_age:
-        return (
-            f"event {event.event_id!r} occurred at {event.occurred_at.isoformat()}, "
-            f"more than {format_duration(max_age)} before {now.isoformat()}"
-        )
-    if event.occurred_at > now + max_future:
-        return (
-            f"event {event.event_id!r} occurred at {event.occurred_at.isoformat()}, "
-            f"more than {format_duration(max_future)} after {now.isoformat()}: "
-            "check the sender's clock"
-        )
-    return None
-
-
-def delivery_to_event(delivery: DeliveryEvent) -> ProfileEvent:
-    """A delivery status as the profile event that journeys wait for (`whatsapp.read`, ...)."""
-    status = DeliveryStatus(delivery.status).value
-    error = delivery.error.model_dump(mode="json", exclude_none=True) if delivery.error else None
-    return construct(
-        ProfileEvent,
-        event_id=f"delivery:{delivery.message_id}:{status}",
-        type=f"whatsapp.{status}",
-        profile_id=delivery.profile_id,
-        occurred_at=delivery.occurred_at,
-        attributes=None,
-        data={
-            "message_id": delivery.message_id,
-            "wamid": delivery.wamid,
-            "journey_id": delivery.journey_id,
-            "journey_version": delivery.journey_version,
-            "activity_id": delivery.activity_id,
-            "template": delivery.template,
-            "error": error,
-        },
-    )
 
 
 # --- one call's working set ------------------------------------------------------------

@@ -33,13 +33,13 @@ from typing import Any
 import orjson
 
 from connectors.whatsapp.policy import Keyword, KeywordMatcher, check_send, keyword_rules
+from engine.core.admission import delivery_to_event
 from engine.core.catalog import JourneyCatalog
 from engine.core.interpreter import (
     HTTP_RESPONSE_EVENT,
     Effects,
     apply_event,
     apply_timers,
-    delivery_to_event,
     new_profile_state,
 )
 from engine.testing.templates import TemplateBook, TemplateRefusal

@@ -16,13 +16,16 @@ import orjson
 import structlog
 from pydantic import ValidationError
 
-from engine.core.admission import InvalidEvent, parse_profile_event
+from engine.core.admission import (
+    InvalidEvent,
+    check_event_time,
+    delivery_to_event,
+    parse_profile_event,
+)
 from engine.core.interpreter import (
     Effects,
     ProcessResult,
     apply_event,
-    check_event_time,
-    delivery_to_event,
     new_profile_state,
 )
 from engine.observability import (

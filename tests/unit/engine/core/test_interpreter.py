@@ -10,13 +10,8 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from engine.core.interpreter import (
-    apply_event,
-    apply_timers,
-    check_event_time,
-    delivery_to_event,
-    new_profile_state,
-)
+from engine.core.admission import check_event_time, delivery_to_event
+from engine.core.interpreter import apply_event, apply_timers, new_profile_state
 from schemas.common import json_bytes
 from schemas.messages import DeliveryError, DeliveryEvent, DeliveryStatus, SkipReason
 from schemas.state import ProfileState

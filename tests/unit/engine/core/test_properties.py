@@ -12,11 +12,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.core.admission import delivery_to_event
 from engine.core.interpreter import (
     ProcessResult,
     apply_event,
     apply_timers,
-    delivery_to_event,
     new_profile_state,
 )
 from schemas.messages import DeliveryEvent, DeliveryStatus
