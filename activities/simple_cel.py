@@ -125,7 +125,8 @@ _NUMBERS = (int, float)
 def _exact_number(value: Any) -> bool:
     kind = type(value)
     if kind is int:
-        return -_EXACT <= value <= _EXACT
+        whole: int = value
+        return -_EXACT <= whole <= _EXACT
     return kind is float and math.isfinite(value)
 
 
