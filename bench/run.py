@@ -5,7 +5,8 @@
     python -m bench.run --only engine --profile
     BENCH_SCALE=0.5 make bench           # every count and duration halved
 
-Benchmarks: engine, latency, timers, connector, report (bench/report_bench.py, if present),
+Benchmarks: engine, latency, timers, recovery (kill -9 and restart per store,
+bench/recovery_bench.py), connector, report (bench/report_bench.py, if present),
 console (bench/console_bench.py), repartition, ingest, import (bench/ingest_bench.py).
 Starts its own broker on free ports unless KAFKA_BOOTSTRAP_SERVERS names one; stops every
 process it started. The output is generated whole, except the short hand-kept table of
@@ -38,6 +39,7 @@ from bench import (
     engine_bench,
     ingest_bench,
     latency_bench,
+    recovery_bench,
     timers_bench,
 )
 from bench.common import (
@@ -55,6 +57,7 @@ NAMES = (
     "engine",
     "latency",
     "timers",
+    "recovery",
     "connector",
     "report",
     "console",
@@ -227,6 +230,11 @@ async def run_all(plan: Plan, broker: Broker, log_dir: Path) -> None:
             root=plan.root,
         )
         await _timed(plan, "timers", timers_bench.run(broker, tim, log_dir))
+    if "recovery" in plan.only:
+        rec = recovery_bench.RecoveryConfig(
+            profiles=plan.timers_instances or plan.count(100_000, 10_000), root=plan.root
+        )
+        await _timed(plan, "recovery", recovery_bench.run(broker, rec, log_dir))
     if "connector" in plan.only:
         con = connector_bench.ConnectorConfig(
             seconds=plan.duration(10, 3),
@@ -434,6 +442,7 @@ def render(plan: Plan, machine: dict[str, Any], broker: Broker, started: datetim
     lines += cpu_targets.engine_phases_section(r.get("engine"))
     lines += _latency_section(r.get("latency"))
     lines += _timers_section(r.get("timers"))
+    lines += recovery_bench.section(r.get("recovery"))
     lines += _connector_section(r.get("connector"))
     lines += _report_section(r.get("report"))
     lines += console_bench.section(r.get("console"))
