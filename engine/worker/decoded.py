@@ -11,6 +11,8 @@ writer changes the bytes, and the state is decoded from them instead.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from engine.worker.codec import state_from_bytes
 from schemas.state import ProfileState
 
@@ -22,7 +24,9 @@ class DecodedStates:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._entries: dict[str, tuple[bytes, ProfileState]] = {}
+        # OrderedDict, not dict: dropping the oldest of a dict whose first entries were
+        # taken scans their empty slots each time (next(iter(d)) is not O(1) there).
+        self._entries: OrderedDict[str, tuple[bytes, ProfileState]] = OrderedDict()
         self.hits = 0
 
     def __len__(self) -> int:
@@ -41,10 +45,10 @@ class DecodedStates:
         if self.size <= 0:
             return
         entries = self._entries
-        entries.pop(profile_id, None)
         entries[profile_id] = (raw, state)
+        entries.move_to_end(profile_id)
         if len(entries) > self.size:
-            del entries[next(iter(entries))]
+            entries.popitem(last=False)
 
     def clear(self) -> None:
         self._entries.clear()
