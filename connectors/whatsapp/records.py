@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
+
+from schemas.partitioning import partition_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +103,7 @@ class RecordWriter:
                 if key is None or count is None:
                     await self._send_one(producer, record)
                     continue
-                partition = (murmur2(key) & 0x7FFFFFFF) % count
+                partition = partition_of(key, count)
             groups.setdefault((topic, partition), []).append(record)
         for (topic, partition), records in groups.items():
             await self._send_group(producer, topic, partition, records)

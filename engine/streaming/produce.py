@@ -14,47 +14,13 @@ metadata the producer does not have yet, go through `send()`.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from schemas.partitioning import murmur2
 from schemas.settings import Settings
-
-_M = 0x5BD1E995
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (the Java client's `Utils.murmur2`), as aiokafka's, in half the time.
-
-    aiokafka's pure-Python version reads the key a byte at a time and masks after every
-    operation; this one unpacks the 4-byte words at once and masks only what can overflow.
-    tests/unit/engine/streaming/test_produce.py checks it against aiokafka's on random keys.
-    """
-    length = len(data)
-    h = 0x9747B28C ^ length
-    words = length >> 2
-    if words:
-        for k in struct.unpack_from(f"<{words}I", data):
-            k = (k * _M) & 0xFFFFFFFF
-            k ^= k >> 24
-            k = (k * _M) & 0xFFFFFFFF
-            h = ((h * _M) & 0xFFFFFFFF) ^ k
-    extra = length & 3
-    if extra:
-        tail = length & ~3
-        if extra >= 3:
-            h ^= data[tail + 2] << 16
-        if extra >= 2:
-            h ^= data[tail + 1] << 8
-        h ^= data[tail]
-        h = (h * _M) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * _M) & 0xFFFFFFFF
-    h ^= h >> 15
-    return h
-
 
 KEY_HASHES_MAX = 65_536
 

@@ -12,8 +12,9 @@ import faust
 from engine.core.catalog import JourneyCatalog
 from engine.core.timers import TimerIndex
 from engine.streaming.internals import raw_producer
-from engine.streaming.produce import key_hash, murmur2
+from engine.streaming.produce import key_hash
 from engine.streaming.registry import DefinitionsFollower
+from schemas.partitioning import partition_of
 from schemas.settings import Settings
 from schemas.state import ProfileState
 
@@ -76,7 +77,7 @@ class RuntimeBase:
     def _scanned_partition_of(self, key: bytes) -> int:
         """As `_partition_of`, for passes over the whole table: not remembered, so a pass
         does not push the profiles in use out of the cache."""
-        return int(murmur2(key) & 0x7FFFFFFF) % self.partitions
+        return partition_of(key, self.partitions)
 
     def _owned_partitions(self) -> set[int]:
         name = self.topics.profile_events.get_topic_name()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine.ingest.bulk import file_digest
-from engine.streaming.produce import murmur2
+from schemas.partitioning import murmur2
 from tests.integration.engine.ingest.test_ingest_api import read_all
 from tests.integration.engine.worker.test_engine_flow import deploy
 from tests.support.kafka import ROOT, Stack, Worker, collect

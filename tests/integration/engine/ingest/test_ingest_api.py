@@ -27,8 +27,8 @@ from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaConsumer
 
 from engine.ingest.server import build_ingest_app, new_producer
-from engine.streaming.produce import murmur2
 from engine.streaming.topics import TopicSpec, ensure_topics
+from schemas.partitioning import murmur2
 from schemas.settings import Settings
 from tests.integration.engine.worker.test_engine_flow import deploy
 from tests.support.builders import profile_event

@@ -20,7 +20,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from confluent_kafka import Producer
 
-from engine.streaming.produce import murmur2
+from schemas.partitioning import murmur2
 from tests.integration.conftest import APP_SECRET, PHONE_NUMBER_ID, TOKEN, SandboxServer
 from tests.integration.engine.worker.test_engine_flow import deploy
 from tests.support.builders import profile_event

@@ -7,7 +7,7 @@ from typing import Any
 from engine.console.profile import profile_view
 from engine.console.records import ProfileRecords, partition_for
 from engine.console.timeline import inspection
-from engine.streaming.produce import murmur2
+from schemas.partitioning import murmur2
 from tests.unit import ANA, Profile, at
 from tests.unit.engine.core.test_interpreter import CART, one_send
 

@@ -9,11 +9,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
-from hypothesis import given
-from hypothesis import strategies as st
 
 from engine.streaming import produce
-from engine.streaming.produce import key_hash, murmur2, produce_counted
+from engine.streaming.produce import key_hash, produce_counted
 
 
 class FakeProducer:
@@ -45,26 +43,6 @@ async def test_batches_are_closed_before_the_producer_gets_them() -> None:
     assert all(closed for _, _, closed, _ in producer.handed)
     assert sum(count for _, count in futures) == len(records)
     assert len(producer.handed) > 3  # 4 KB of records in 1 KB batches: some were full
-
-
-@given(st.binary(max_size=64))
-def test_murmur2_is_kafkas_as_aiokafka_computes_it(key: bytes) -> None:
-    assert murmur2(key) == aiokafka_murmur2(key)
-
-
-@pytest.mark.parametrize(
-    ("key", "java"),
-    [  # Kafka's UtilsTest.testMurmur2: what the Java client computes (as a signed int)
-        ("21", -973932308),
-        ("foobar", -790332482),
-        ("a-little-bit-long-string", -985981536),
-        ("a-little-bit-longer-string", -1486304829),
-        ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
-        ("abc", 479470107),
-    ],
-)
-def test_murmur2_gives_the_java_clients_values(key: str, java: int) -> None:
-    assert murmur2(key.encode()) == java & 0xFFFFFFFF
 
 
 def test_key_hash_is_the_positive_murmur2_and_stays_bounded(
