@@ -684,9 +684,7 @@ class WhatsAppConnector:
     async def _write_changelog(self, partition: int, key: bytes, value: bytes | None) -> None:
         topic = self.accepted.changelog_topic.get_topic_name()
         written = await self._writer.write(topic, key=key, value=value, partition=partition)
-        # What faust's own changelog callback does: a RocksDB store remembers how far the
-        # changelog is already in its local database.
-        cast(Any, self.accepted.data).set_persisted_offset(written.topic_partition, written.offset)
+        self.shell.set_persisted_offset(self.accepted, written.topic_partition, written.offset)
 
     async def _emit(self, event: DeliveryEvent, pending: list[Awaitable[Any]]) -> None:
         # Partitioned by key (murmur2) as faust's send would: co-partitioned with the engine.

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import faust
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faust.types import TableT
 
 
 class StreamShell(Protocol):
@@ -19,6 +20,12 @@ class StreamShell(Protocol):
 
     def set_current_event(self, event: faust.EventT[Any] | None) -> None:
         """Table writes that follow go to the store of `event`'s partition."""
+
+    def set_persisted_offset(
+        self, table: TableT[Any, Any], tp: TopicPartition, offset: int
+    ) -> None:
+        """After a changelog write: the table's store records how far its changelog is in
+        its local database, as faust's own changelog callback does."""
 
     async def topic_partitions(self, consumer: AIOKafkaConsumer, topic: str) -> set[int]:
         """The partitions of `topic` from fresh cluster metadata; empty while it does not

@@ -16,7 +16,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from engine.streaming.produce import murmur2
+from engine.streaming.clients import topic_partitions
+from schemas.partitioning import partition_of
 from schemas.settings import Settings
 
 MAX_SCANNED = 500_000  # records read per topic at most
@@ -35,7 +36,7 @@ class ProfileRecords:
 
 def partition_for(profile_id: str, partitions: int) -> int:
     """The partition Kafka's default (murmur2) partitioner gives a profile's records."""
-    return int(murmur2(profile_id.encode()) & 0x7FFFFFFF) % partitions
+    return partition_of(profile_id.encode(), partitions)
 
 
 async def read_profile_records(
@@ -76,10 +77,7 @@ async def _read_one(
     consumer: AIOKafkaConsumer, topic: str, profile_id: str, since: datetime, max_scanned: int
 ) -> tuple[list[dict[str, Any]], bool]:
     """The profile's records of one topic, and whether the range was read whole."""
-    client = consumer._client  # aiokafka has no public way to add a topic to metadata
-    client.add_topic(topic)
-    await client.force_metadata_update()
-    partitions = client.cluster.partitions_for_topic(topic)
+    partitions = await topic_partitions(consumer, topic)
     if not partitions:
         return [], True
     tp = TopicPartition(topic, partition_for(profile_id, len(partitions)))

@@ -53,5 +53,10 @@ class FaustShell:
     def set_current_event(self, event: faust.EventT[Any] | None) -> None:
         set_current_event(event)
 
+    def set_persisted_offset(
+        self, table: TableT[Any, Any], tp: TopicPartition, offset: int
+    ) -> None:
+        set_persisted_offset(table, tp, offset)
+
     async def topic_partitions(self, consumer: AIOKafkaConsumer, topic: str) -> set[int]:
         return await topic_partitions(consumer, topic)
