@@ -6,7 +6,7 @@ connector worker, and 12,000 entry events produced at once, extra connector work
 consumer group 0.3-1.2 s apart and leave it with SIGTERM a few seconds later. Each join and
 leave rebalances the engine's partitions before and while it commits its first offsets: the
 moment faust's post-rebalance seek used to empty stream buffers and ack the records in them
-unprocessed (`SeekingConsumer` in engine/streaming/app.py).
+unprocessed (`SeekingConsumer` in engine/streaming/consumer.py).
 """
 
 from __future__ import annotations
