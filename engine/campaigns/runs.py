@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable, Iterable
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.campaigns.planning import RunRegistry, encode
-from engine.streaming.clients import assign_all
+from engine.streaming.clients import acknowledged_producer, assign_all, reader
 from schemas.campaign import (
     CampaignRun,
 )
@@ -33,12 +33,7 @@ async def _read_until_caught_up(
 
 
 def _runs_consumer(settings: Settings) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
-        group_id=None,
-        **settings.aiokafka_security(),
-    )
+    return reader(settings)
 
 
 async def _assign_existing(
@@ -104,13 +99,7 @@ async def publish_run(
     settings: Settings, run: CampaignRun, ticks: Iterable[tuple[str, bytes]] = ()
 ) -> None:
     """Publish a run record, then its profiles' ticks (keyed by profile: murmur2 partitions)."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        **settings.aiokafka_security(),
-    )
+    producer = acknowledged_producer(settings)
     await producer.start()
     try:
         await (await producer.send(settings.topic_campaign_runs, encode(run), key=run.key.encode()))

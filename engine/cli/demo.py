@@ -24,12 +24,12 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.table import Table
 
 from engine.cli.publish import publish_file
 from engine.core.loader import load_journey
+from engine.streaming.clients import reader
 from engine.streaming.registry import next_deployment, publish_deployments, read_deployments
 from engine.streaming.topics import ensure_topics
 from engine.testing.expect import case_lines, run_files
@@ -205,13 +205,7 @@ async def wait_http(url: str, timeout: float = 30) -> None:
 
 async def watch(settings: Settings, run: str) -> dict[str, dict[str, Any]]:
     """Print delivery events of this run as they arrive; return the last status per message."""
-    consumer = AIOKafkaConsumer(
-        settings.topic_delivery_events,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+    consumer = reader(settings, settings.topic_delivery_events, auto_offset_reset="earliest")
     await consumer.start()
     final: dict[str, dict[str, Any]] = {}
     rank = {"skipped": 9, "failed": 8, "read": 5, "delivered": 4, "sent": 3, "accepted": 2}

@@ -18,12 +18,12 @@ from typing import Any
 
 import click
 import orjson
-from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 
 from engine.cli.common import load_settings, run_kafka
 from engine.core.loader import JourneyValidationError, load_journey
 from engine.reporting.reader import assign_range, drain
+from engine.streaming.clients import reader
 from engine.testing.replay import differences, group_events, replay, summarize
 from engine.testing.runner import Simulator, Trace
 from engine.testing.show import iso, masked, timeline_lines
@@ -105,13 +105,7 @@ async def read_topic(
         if len(events) >= limit:
             raise _Enough
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        **settings.aiokafka_security(),
-    )
+    consumer = reader(settings, auto_offset_reset="earliest")
     topic = settings.topic_profile_events
     try:
         await consumer.start()

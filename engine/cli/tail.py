@@ -6,10 +6,10 @@ import asyncio
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.table import Table
 
+from engine.streaming.clients import reader
 from schemas.common import mask_phones_in
 from schemas.settings import Settings
 
@@ -60,14 +60,7 @@ async def tail_topic(
     timeout: float | None = None,
     as_json: bool = False,
 ) -> int:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest" if from_beginning else "latest",
-        **settings.aiokafka_security(),
-    )
+    consumer = reader(settings, topic, auto_offset_reset="earliest" if from_beginning else "latest")
     await consumer.start()
     console = Console()
     seen = 0

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from engine.streaming.clients import topic_partitions
+from engine.streaming.clients import reader, topic_partitions
 from schemas.partitioning import partition_of
 from schemas.settings import Settings
 
@@ -55,9 +55,7 @@ async def read_profile_records(
     }
     found = ProfileRecords()
     # No group, no commits; records deleted by retention meanwhile: go on from the first.
-    reader: dict[str, Any] = {"group_id": None, "enable_auto_commit": False}
-    reader.update(settings.aiokafka_security(), auto_offset_reset="earliest")
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, **reader)
+    consumer = reader(settings, auto_offset_reset="earliest")
     await consumer.start()
     try:
         async with asyncio.timeout(timeout):

@@ -21,7 +21,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from engine.core.admission import InvalidEvent, admit_profile_event
-from engine.streaming.produce import acknowledged_producer, produce_batched
+from engine.streaming.clients import acknowledged_producer
+from engine.streaming.produce import produce_batched
 from schemas.settings import Settings
 
 CHUNK = 5000

@@ -14,7 +14,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine.reporting.aggregate import Report, ReportBuilder
-from engine.streaming.clients import assign_all
+from engine.streaming.clients import assign_all, reader
 from schemas.settings import Settings
 
 _FETCH_MAX_BYTES = 64 * 1024 * 1024
@@ -53,16 +53,13 @@ async def read_report(
         settings.topic_delivery_events: add_delivery,
         settings.topic_journey_steps: builder.add_step,
     }
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
+    consumer = reader(
+        settings,
         # Records deleted by retention while the report reads: go on from the new first one.
         auto_offset_reset="earliest",
         # Large fetches: the broker hands over whole segments instead of 1 MiB slices.
         fetch_max_bytes=_FETCH_MAX_BYTES,
         max_partition_fetch_bytes=_PARTITION_FETCH_BYTES,
-        **settings.aiokafka_security(),
     )
     try:
         await consumer.start()

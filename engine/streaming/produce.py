@@ -20,7 +20,6 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from schemas.partitioning import murmur2
-from schemas.settings import Settings
 
 KEY_HASHES_MAX = 65_536
 
@@ -98,17 +97,3 @@ async def produce_counted(
         builder.close()
         futures.append((await producer.send_batch(builder, topic, partition=partition), count))
     return futures
-
-
-def acknowledged_producer(settings: Settings, **options: Any) -> AIOKafkaProducer:
-    """A producer of upstream events (`journeyctl publish`, `import`, `ingest`): every
-    record acknowledged by all in-sync replicas, no duplicates from its own retries;
-    `options` override aiokafka's other settings."""
-    config: dict[str, Any] = {"linger_ms": 5, "max_batch_size": 256 * 1024, **options}
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        acks="all",
-        enable_idempotence=True,
-        **config,
-        **settings.aiokafka_security(),
-    )

@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 
 import orjson
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from engine.streaming.clients import assign_all
+from engine.streaming.clients import acknowledged_producer, assign_all, reader
 from schemas.deployment import JourneyDeployment, JourneyStatus, version_key
 from schemas.journey import JourneyDefinition
 from schemas.settings import Settings
@@ -47,12 +47,7 @@ class DefinitionsFollower:
 
     async def run(self) -> None:
         settings = self._settings
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            enable_auto_commit=False,
-            group_id=None,
-            **settings.aiokafka_security(),
-        )
+        consumer = reader(settings)
         self._consumer = consumer
         await consumer.start()
         try:
@@ -101,12 +96,7 @@ async def read_deployments(
     Keys `<id>@<version>` are folded in too, so the newest version wins even if the
     current-record key was compacted away.
     """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
-        group_id=None,
-        **settings.aiokafka_security(),
-    )
+    consumer = reader(settings)
     await consumer.start()
     current: dict[str, JourneyDeployment] = {}
     try:
@@ -175,12 +165,7 @@ def with_status(deployment: JourneyDeployment, status: JourneyStatus) -> Journey
 
 async def publish_deployments(settings: Settings, deployments: list[JourneyDeployment]) -> None:
     """Write each deployment under its version key and its journey key, and wait for acks."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        acks="all",
-        enable_idempotence=True,
-        **settings.aiokafka_security(),
-    )
+    producer = acknowledged_producer(settings, linger_ms=0)
     await producer.start()
     try:
         topic = settings.topic_journey_definitions

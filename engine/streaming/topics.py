@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from engine.streaming.clients import admin_client
 from schemas.settings import Settings
 
 
@@ -59,9 +60,7 @@ async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None
     workers and break key ordering, so that is an operator's deliberate act.
     """
     specs = specs if specs is not None else topic_specs(settings)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, **settings.aiokafka_security()
-    )
+    admin = admin_client(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
