@@ -15,13 +15,16 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from aiokafka import TopicPartition
 
 from connectors.whatsapp.indoubt import find_statuses
 from connectors.whatsapp.pacing import default_burst
 from connectors.whatsapp.signature import sign
 from engine.streaming.clients import topic_partitions
 from schemas.messages import SendRequest
+from schemas.partitioning import partition_of
 from schemas.settings import Settings
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -341,6 +344,11 @@ async def test_the_receiver_correlates_statuses_and_drops_replays(
     }
     await produce(settings, settings.topic_delivery_events, [(b"p-map", orjson.dumps(accepted))])
     receiver = await start_receiver(settings, unknown_wamid_grace=0.2)
+    # The short grace is for wamid.NOBODY-KNOWS; wamid.FROM-MAP must be known before its
+    # status comes, however long the receiver's follower takes on a busy machine.
+    await wait_until(
+        lambda: "wamid.FROM-MAP" in receiver.receiver.steps, 30, what="the accepted wamid learned"
+    )
     deliveries = await read_topic(settings, settings.topic_delivery_events)
     dead_letters = await read_topic(settings, settings.topic_dead_letter)
     callback = {
@@ -364,19 +372,34 @@ async def test_the_receiver_correlates_statuses_and_drops_replays(
     assert await post(status("wamid.CALLBACK", "sent", callback)) == 200  # Meta's replay
     failed = {"errors": [{"code": 131026, "title": "Message undeliverable"}]}
     assert await post(status("wamid.CALLBACK", "failed", callback, **failed)) == 200
+    # A 200 means the webhook's records are on the broker: sent and failed, in that order.
+    callback_tp = TopicPartition(
+        settings.topic_delivery_events, partition_of(b"p-callback", settings.topic_partitions)
+    )
+    ends = await deliveries.consumer.end_offsets([callback_tp])
+    assert ends[callback_tp] == 2
     assert await post(status("wamid.FROM-MAP", "delivered")) == 200
     assert await post(status("wamid.NOBODY-KNOWS", "read")) == 200
     assert await post(status("wamid.CALLBACK", "deleted", callback)) == 200  # not a status we map
 
-    events = await deliveries.until(lambda v: len(v) >= 4)
+    await deliveries.until(
+        has_all({"m-callback": {"sent", "failed"}, "m-from-map": {"accepted", "delivered"}})
+    )
     events = await deliveries.settle(0.5)
-    produced = [(e["message_id"], e["status"]) for e in events[1:]]
-    assert produced == [
-        ("m-callback", "sent"),
-        ("m-callback", "failed"),
-        ("m-from-map", "delivered"),
-    ]
-    sent, failed_event, delivered = events[1:]
+    # Kafka orders records within a partition, and DeliveryEvents are keyed by profile id:
+    # each profile's events come in the order of the webhooks. p-callback and p-map are on
+    # different partitions, and a reader may interleave partitions in any order.
+    produced = {
+        profile: [(e["message_id"], e["status"]) for e in events if e["profile_id"] == profile]
+        for profile in ("p-callback", "p-map")
+    }
+    assert produced == {
+        "p-callback": [("m-callback", "sent"), ("m-callback", "failed")],
+        "p-map": [("m-from-map", "accepted"), ("m-from-map", "delivered")],
+    }
+    assert len(events) == 4, events
+    [sent, failed_event] = [e for e in events if e["profile_id"] == "p-callback"]
+    [delivered] = [e for e in events if e["status"] == "delivered"]
     assert (sent["profile_id"], sent["journey_id"], sent["wamid"]) == (
         "p-callback",
         "onboarding",
