@@ -11,7 +11,9 @@ future, which resolves when the broker has the record, exactly as with `send()`.
 Partitions are chosen as `send()` would choose them (the producer's partitioner: murmur2
 of the key, as Kafka's Java client), so DeliveryEvents stay co-partitioned with the
 engine. Records without a key or a partition, or for a topic whose metadata the producer
-does not have yet, go through `send()`.
+does not have yet, go through `send()`. Each topic a group goes to is added to the
+producer client's tracked topics first, as `send()` would: aiokafka's metadata refresh
+forgets untracked topics, and a batch queued for one would wait for ever for its leader.
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ class RecordWriter:
     async def _send_group(
         self, producer: AIOKafkaProducer, topic: str, partition: int, records: list[_Pending]
     ) -> None:
+        producer.client.add_topic(topic)  # kept in every metadata refresh (see the top)
         start = 0
         while start < len(records):
             builder = producer.create_batch()

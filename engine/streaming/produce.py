@@ -10,6 +10,14 @@ Partitions are chosen as aiokafka's default partitioner does (murmur2 of the key
 Kafka's Java client), so a record lands where `send()` would have put it and where the
 engine's own partition check expects it. Records without a key, or for a topic whose
 metadata the producer does not have yet, go through `send()`.
+
+Every topic written here is added to the producer client's tracked topics (`add_topic`,
+as `send()` does for a topic it does not know yet). aiokafka refreshes the metadata of
+the tracked topics only and forgets every other one; while it tracks none, a refresh
+fetches all of them, so `send_batch()` can write to a topic its client does not track.
+Once another topic is tracked (faust's producer sends to a changelog created after it
+started), the next refresh forgot that topic, and a batch queued for it waited for a
+leader the producer never asked for again: a worker's flush waited for ever.
 """
 
 from __future__ import annotations
@@ -67,7 +75,11 @@ async def produce_counted(
     builders: dict[tuple[str, int], list[Any]] = {}  # [builder, records in it]
     futures: list[tuple[Any, int]] = []
     chosen = iter(partitions) if partitions is not None else None
+    tracked: set[str] = set()
     for topic, key, value in records:
+        if topic not in tracked:
+            tracked.add(topic)
+            producer.client.add_topic(topic)  # kept in every metadata refresh (see above)
         partition = next(chosen) if chosen is not None else None
         if partition is None:
             count = counts.get(topic, -1)

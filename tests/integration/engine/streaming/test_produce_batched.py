@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -59,3 +60,34 @@ async def test_batched_records_land_where_send_puts_them(kafka_bootstrap: str) -
     assert len(got) == len(records) + 1 and b"no key" in got
     del got[b"no key"]
     assert got == want
+
+
+async def test_a_metadata_refresh_keeps_the_topics_batches_were_sent_to(
+    kafka_bootstrap: str,
+) -> None:
+    """aiokafka refreshes only the topics its client tracks and forgets every other one; a
+    batch queued for a forgotten topic waits for a leader nobody asks for (the three-broker
+    cluster test's stall: the worker's flush waited on journey-steps for ever)."""
+    known, later = f"known-{uuid.uuid4().hex[:8]}", f"later-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(known, 2, 1)])
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        # While its client tracks no topic, a refresh fetches every topic's metadata.
+        await producer.client.force_metadata_update()
+        assert producer.client.cluster.partitions_for_topic(known) == {0, 1}
+        for future in await produce_batched(producer, [(known, b"p-1", b"one")], [0]):
+            await future
+        await admin.create_topics([NewTopic(later, 2, 1)])
+        # A topic the producer did not know yet: send() tracks it and refreshes the
+        # metadata, as faust's producer does for a changelog created after it started.
+        await producer.send_and_wait(later, b"x", key=b"k")
+        await producer.client.force_metadata_update()
+        assert producer.client.cluster.partitions_for_topic(known) == {0, 1}
+        for future in await produce_batched(producer, [(known, b"p-2", b"two")], [1]):
+            assert (await asyncio.wait_for(future, 10)).partition == 1
+    finally:
+        await producer.stop()
+        await admin.close()

@@ -19,7 +19,8 @@ class FakeProducer:
 
     def __init__(self, partitions: int = 3) -> None:
         cluster = SimpleNamespace(partitions_for_topic=lambda topic: set(range(partitions)))
-        self.client = SimpleNamespace(cluster=cluster)
+        self.tracked: set[str] = set()
+        self.client = SimpleNamespace(cluster=cluster, add_topic=self.tracked.add)
         self.handed: list[tuple[str, int, bool, int]] = []
 
     def create_batch(self) -> BatchBuilder:
@@ -43,6 +44,8 @@ async def test_batches_are_closed_before_the_producer_gets_them() -> None:
     assert all(closed for _, _, closed, _ in producer.handed)
     assert sum(count for _, count in futures) == len(records)
     assert len(producer.handed) > 3  # 4 KB of records in 1 KB batches: some were full
+    # Tracked by the client, so a metadata refresh keeps the topic (see produce.py).
+    assert producer.tracked == {"t"}
 
 
 def test_key_hash_is_the_positive_murmur2_and_stays_bounded(
