@@ -54,6 +54,19 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     return set(cluster.partitions_for_topic(topic) or ())
 
 
+async def topics_with_leaders(admin: AIOKafkaAdminClient, names: list[str]) -> set[str]:
+    """Those of `names` that the cluster's metadata shows with partitions that all have a
+    leader. Asks for every topic's metadata: a request naming a topic would create it on
+    a broker with auto.create.topics.enable (describe_topics does so)."""
+    cluster = await admin._client.fetch_all_metadata()
+    ready: set[str] = set()
+    for name in names:
+        partitions = cluster.partitions_for_topic(name)
+        if partitions and cluster.available_partitions_for_topic(name) == partitions:
+            ready.add(name)
+    return ready
+
+
 async def assign_all(
     consumer: AIOKafkaConsumer, topic: str, wait_seconds: float
 ) -> list[TopicPartition]:

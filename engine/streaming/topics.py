@@ -6,12 +6,14 @@ by profile id, so one worker owns all of a profile's events, timers and state.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 
-from aiokafka.admin import NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from engine.streaming.clients import admin_client
+from engine.streaming.clients import admin_client, topics_with_leaders
 from schemas.settings import Settings
 
 
@@ -53,11 +55,15 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> list[str]:
+async def ensure_topics(
+    settings: Settings, specs: list[TopicSpec] | None = None, *, visible_within: float = 30.0
+) -> list[str]:
     """Create the topics that do not exist yet; return the names created.
 
-    Existing topics are left alone: changing partitions would move profiles between
-    workers and break key ordering, so that is an operator's deliberate act.
+    Returns once the broker describes every created topic with all its partitions (see
+    `wait_visible`), so a client started next finds them. Existing topics are left alone:
+    changing partitions would move profiles between workers and break key ordering, so
+    that is an operator's deliberate act.
     """
     specs = specs if specs is not None else topic_specs(settings)
     admin = admin_client(settings)
@@ -81,6 +87,27 @@ async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None
                 created.append(spec.name)
             except TopicAlreadyExistsError:
                 pass  # another worker created it between list and create
+        await wait_visible(admin, [s.name for s in missing], visible_within)
         return created
     finally:
         await admin.close()
+
+
+async def wait_visible(admin: AIOKafkaAdminClient, names: list[str], seconds: float) -> None:
+    """Wait until the cluster's metadata shows each topic in `names` with partitions that
+    all have a leader; raise RuntimeError naming the rest after `seconds`.
+
+    Kafka creates a topic asynchronously: CreateTopics can answer before the broker's
+    metadata has it, and a client that describes the topic then is told that it does not
+    exist (the webhook receiver refused to start so, on a loaded machine).
+    """
+    deadline = time.monotonic() + seconds
+    pending = sorted(set(names))
+    while pending:
+        ready = await topics_with_leaders(admin, pending)
+        pending = [name for name in pending if name not in ready]
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"topics not ready {seconds:g} s after creation: {pending}")
+        await asyncio.sleep(0.1)
