@@ -48,6 +48,9 @@ CALLBACK_DATA_MAX_CHARS = 512
 # the receiver then falls back to its wamid map for the rest.
 _CALLBACK_DROP_ORDER = ("language", "template", "activity_id", "journey_version", "journey_id")
 QUICK_REPLY_PREFIX = "payload:"
+# Failures before the request was written (no connection, or none free in the pool):
+# Meta cannot have the message. Any other transport failure leaves the call in doubt.
+NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _CODE_PREFIX = re.compile(r"^\(#\d+\)\s*")
 
 SENDS = Counter(
@@ -89,6 +92,9 @@ class SendOutcome:
     details: str | None = None
     retriable: bool = False
     http_status: int | None = None
+    # No answer, but the request went out (read timeout, connection closed): Meta may
+    # have taken the message, so a retry could send it twice (connectors/whatsapp/indoubt.py).
+    in_doubt: bool = False
 
     @property
     def rate_limited(self) -> bool:
@@ -352,7 +358,11 @@ class CloudApiClient:
             status, content = await self._poster.post(url, body)
         except httpx.TransportError as exc:  # timeouts included: no answer at all
             outcome = SendOutcome(
-                False, code=TRANSPORT_CODE, title=transport_title(exc, url), retriable=True
+                False,
+                code=TRANSPORT_CODE,
+                title=transport_title(exc, url),
+                retriable=True,
+                in_doubt=not isinstance(exc, NOT_SENT_ERRORS),
             )
             return self._record(request, outcome)
         if 200 <= status < 300:

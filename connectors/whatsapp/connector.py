@@ -17,7 +17,9 @@ How one request is committed (crash-sensitive; read before changing the order):
           every event under way before it hands partitions over.
   Step 3. Store a "sending" marker for the message id and wait until the broker has it;
           then call the API inside the pacing limits; retry retriable answers with
-          capped exponential backoff and jitter, up to WHATSAPP_MAX_RETRIES.
+          capped exponential backoff and jitter, up to WHATSAPP_MAX_RETRIES. A call
+          whose request went out but got no answer (read timeout, closed connection)
+          is settled as step 0 settles a crash's, before any retry (LostAnswers).
   Step 4. Accepted: replace the marker with the wamid and wait until the broker has the
           changelog record, right after Meta's answer and before anything else. Failed:
           drop the marker (a failed request is evaluated again if it comes back).
@@ -82,7 +84,7 @@ from connectors.whatsapp.events import (
     skipped_error,
 )
 from connectors.whatsapp.gate import HoldAbandoned, SendGate
-from connectors.whatsapp.indoubt import Evidence, find_statuses
+from connectors.whatsapp.indoubt import Evidence, LostAnswers, find_statuses
 from connectors.whatsapp.pacing import Pacer, partition_share
 from connectors.whatsapp.policy import check_send
 from connectors.whatsapp.records import RecordWriter
@@ -234,6 +236,7 @@ class WhatsAppConnector:
         self.batch_within = batch_within
         self.clock = clock
         self.status_finder = status_finder or self._find_statuses
+        self.lost_answers = LostAnswers(self.status_finder, settings.whatsapp_in_doubt_seconds)
         self.accepted = app.Table(
             ACCEPTED_TABLE,
             key_type=bytes,
@@ -633,7 +636,12 @@ class WhatsAppConnector:
         attempt = 0
         while True:
             async with self.pacer.slot(number):
+                called_at = self.clock()
                 outcome = await self.client.send(request)
+            if outcome.in_doubt:  # no answer, yet Meta may have it: its statuses decide
+                evidence = await self.lost_answers.settle(request.message_id, called_at)
+                if evidence is not None:
+                    return SendOutcome(True, wamid=evidence.wamid)
             if outcome.accepted or not outcome.retriable:
                 return outcome
             if outcome.rate_limited:

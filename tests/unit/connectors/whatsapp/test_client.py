@@ -382,6 +382,7 @@ async def test_a_timeout_is_retriable(sandbox: Sandbox) -> None:
     assert not outcome.accepted and outcome.retriable
     assert outcome.code == "transport" and outcome.http_status is None
     assert outcome.title == f"read timeout to {sandbox.url.removeprefix('http://')}"
+    assert outcome.in_doubt  # the request went out: Meta may have taken the message
 
 
 async def test_a_closed_port_is_a_transport_failure_named_with_its_host() -> None:
@@ -399,6 +400,7 @@ async def test_a_closed_port_is_a_transport_failure_named_with_its_host() -> Non
     assert not outcome.accepted and outcome.retriable
     assert outcome.code == "transport"
     assert outcome.title == f"connection refused to 127.0.0.1:{port}"
+    assert not outcome.in_doubt  # nothing was sent: a retry cannot send it twice
     assert REGISTRY.get_sample_value("whatsapp_transport_errors_total", labels) == before + 1
 
 
