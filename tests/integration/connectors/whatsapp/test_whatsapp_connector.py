@@ -18,7 +18,6 @@ import pytest
 from aiokafka import TopicPartition
 
 from connectors.whatsapp.indoubt import find_statuses
-from connectors.whatsapp.pacing import default_burst
 from connectors.whatsapp.signature import sign
 from engine.streaming.clients import topic_partitions
 from schemas.messages import SendRequest
@@ -487,77 +486,6 @@ async def test_keywords_publish_consent_and_ask_for_a_reply(
     assert len(await profile_events.settle(0.5)) == 6
 
 
-async def run_burst(
-    *,
-    count: int,
-    rate: float,
-    wa_settings: SettingsFactory,
-    start_sandbox: Start,
-    start_worker: StartWorker,
-    create_topics: CreateTopics,
-    produce: Produce,
-) -> tuple[float, float]:
-    """Queue `count` requests, then let one worker send them at `rate`; return (seconds, ideal)."""
-    # The sandbox's bucket holds a quarter of a second of traffic: room for this test
-    # process (which runs the sandbox) to pause for garbage collection, while a pacer
-    # only 10% over the cap would still empty it within 2.5 s and meet 130429s.
-    sandbox = await start_sandbox(
-        rate_per_second=rate, burst=max(2, int(rate / 4)), webhook_url=None
-    )
-    settings = wa_settings(
-        whatsapp_rate_per_second=rate, whatsapp_max_in_flight=64, whatsapp_api_url=sandbox.url
-    )
-    await create_topics(settings)
-    requests = [
-        send_request(f"burst:{i}", f"p-{i % 997}", f"+346001{i % 100000:05d}") for i in range(count)
-    ]
-    await produce(settings, settings.topic_whatsapp_requests, [record(r) for r in requests])
-    worker = start_worker(settings)
-    deadline = time.monotonic() + count / rate * 2 + 30
-    while len(sandbox.state.messages) < count and time.monotonic() < deadline:
-        assert worker.process.poll() is None, worker.log()
-        await asyncio.sleep(0.05)
-    received = [m.received_at for m in sandbox.state.messages]
-    assert len(received) == count, f"{len(received)} of {count} arrived\n{worker.log()}"
-    stats = sandbox.state.stats
-    assert stats.rate_limited == 0 and 130429 not in stats.rejected_by_code, stats.to_json()
-    assert sorted(sandbox.message_ids()) == sorted(r.message_id for r in requests)
-    burst = default_burst(rate)  # the connector's
-    return max(received) - min(received), (count - burst) / rate
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(("count", "rate"), [(5000, 1000.0), (400, 80.0)])
-async def test_a_burst_is_paced_to_the_cap_without_rate_errors(
-    count: int,
-    rate: float,
-    wa_settings: SettingsFactory,
-    start_sandbox: Start,
-    start_worker: StartWorker,
-    create_topics: CreateTopics,
-    produce: Produce,
-) -> None:
-    seconds, ideal = await run_burst(
-        count=count,
-        rate=rate,
-        wa_settings=wa_settings,
-        start_sandbox=start_sandbox,
-        start_worker=start_worker,
-        create_topics=create_topics,
-        produce=produce,
-    )
-    print(
-        f"burst of {count} at {rate:g}/s: {seconds:.3f} s "
-        f"(ideal {ideal:.3f} s, {seconds / ideal:.1%})"
-    )
-    # Pacing is correct when the burst is never faster than the cap allows and Meta's
-    # rate error never appears; how close it gets to the cap (the issue's 10% target)
-    # is a performance figure, measured by `make bench` (bench/connector_bench.py),
-    # because a timed bound in a test fails whenever the 2-core machine is busy.
-    assert seconds >= ideal * 0.95, f"faster than the cap: {seconds:.3f} s for ideal {ideal:.3f} s"
-    assert seconds <= ideal * 3, f"far slower than the cap: {seconds:.3f} s for ideal {ideal:.3f} s"
-
-
 async def kill_mid_burst(
     *,
     webhooks: bool,
@@ -769,69 +697,3 @@ async def test_statuses_in_doubt_are_found_even_when_the_grace_is_over(
     )
     late = await asyncio.wait_for(waiting, 15)
     assert late["m-late"].wamid == "wamid.L"
-
-
-def _shares_logged(worker: Any, owned: int, rate: float) -> bool:
-    """Whether the worker said it paces at `rate` owning `owned` request partitions."""
-    return any(
-        f"partitions_owned={owned}" in line and f"rate_per_second={rate!r}" in line
-        for line in worker.log(100_000).splitlines()
-        if "whatsapp.pacing_share" in line
-    )
-
-
-async def _wait_for(done: Callable[[], bool], workers: list[Any], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not done():
-        for worker in workers:
-            assert worker.process.poll() is None, worker.log()
-        assert time.monotonic() < deadline, "\n---\n".join(w.log() for w in workers)
-        await asyncio.sleep(0.1)
-
-
-@pytest.mark.slow
-async def test_workers_share_a_numbers_cap_and_a_survivor_takes_all_of_it(
-    wa_settings: SettingsFactory,
-    start_sandbox: Start,
-    start_worker: StartWorker,
-    create_topics: CreateTopics,
-    produce: Produce,
-    tmp_path: Any,
-) -> None:
-    """WHATSAPP_NUMBER_CAP_PER_SECOND: two workers in one group pace at half the cap each
-    (they own half of the requests topic's partitions), together never above it; when one
-    stops, the other owns every partition and paces at the whole cap."""
-    cap = 400.0
-    sandbox = await start_sandbox(rate_per_second=cap, burst=int(cap / 4), webhook_url=None)
-    settings = wa_settings(
-        whatsapp_number_cap_per_second=cap,
-        whatsapp_max_in_flight=64,
-        whatsapp_api_url=sandbox.url,
-    )
-    await create_topics(settings)
-    partitions = settings.topic_partitions
-    first = start_worker(settings)
-    second = start_worker(settings, WA_WORKER_DATADIR=str(tmp_path / "second-data"))
-    workers = [first, second]
-    half = partitions // 2
-    await _wait_for(
-        lambda: all(_shares_logged(w, half, cap * half / partitions) for w in workers),
-        workers,
-        90,
-    )
-
-    count = 1200
-    requests = [send_request(f"share:{i}", f"p-{i % 997}", f"+346003{i:05d}") for i in range(count)]
-    await produce(settings, settings.topic_whatsapp_requests, [record(r) for r in requests])
-    await _wait_for(lambda: len(sandbox.state.messages) >= count, workers, count / cap * 3 + 30)
-    received = [m.received_at for m in sandbox.state.messages]
-    stats = sandbox.state.stats
-    assert stats.rate_limited == 0 and 130429 not in stats.rejected_by_code, stats.to_json()
-    assert sorted(sandbox.message_ids()) == sorted(r.message_id for r in requests)
-    # Together at the cap, never above it: each worker's burst at most comes on top.
-    ideal = (count - 2 * default_burst(cap / 2)) / cap
-    seconds = max(received) - min(received)
-    assert seconds >= ideal * 0.95, f"faster than the cap: {seconds:.3f} s for {ideal:.3f} s"
-
-    second.stop()
-    await _wait_for(lambda: _shares_logged(first, partitions, cap), [first], 60)
