@@ -74,7 +74,7 @@ async def _load(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], 
 
 
 def _producer(settings: Any) -> Any:
-    from engine.streaming.clients import acknowledged_producer
+    from connectors.kafka import acknowledged_producer
 
     return acknowledged_producer(settings)
 

@@ -28,10 +28,9 @@ from typing import Any
 
 import orjson
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
+from connectors.kafka import CompactedFollower, acknowledged_producer, partitions_of
 from schemas.settings import Settings
 from schemas.templates import TemplateState, state_key
 
@@ -217,30 +216,6 @@ class Controls:
 # -------------------------------------------------------------------- Kafka
 
 
-def _consumer(settings: Settings) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        **settings.aiokafka_security(),
-    )
-
-
-async def _partitions(settings: Settings, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, **settings.aiokafka_security()
-    )
-    await admin.start()
-    try:
-        [described] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if described["error_code"]:
-        return []
-    return sorted(p["partition"] for p in described["partitions"])
-
-
 class ControlsFollower:
     """Reads `whatsapp-controls` from the beginning into `controls`, then follows it.
 
@@ -272,32 +247,19 @@ class ControlsFollower:
 
     async def _run(self) -> None:
         topic = self.settings.topic_whatsapp_controls
-        while True:
-            partitions = await _partitions(self.settings, topic)
-            if partitions:
-                break
+        while not await partitions_of(self.settings, topic):
             log.warning("whatsapp_controls.no_topic", topic=topic)
             self.loaded.set()  # nothing to wait for: sends go on without controls
             await asyncio.sleep(5)
-        consumer = _consumer(self.settings)
-        await consumer.start()
-        try:
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
-            while True:
-                batches = await consumer.getmany(timeout_ms=100, max_records=5000)
-                for records in batches.values():
-                    for record in records:
-                        self.controls.apply(record.key, record.value)
-                if not self.loaded.is_set():
-                    positions = [await consumer.position(tp) for tp in tps]
-                    if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
-                        self.loaded.set()
-                        log.info("whatsapp_controls.loaded", templates=len(self.controls.templates))
-        finally:
-            await consumer.stop()
+        follower = CompactedFollower(
+            self.settings, topic, self.controls.apply, poll_ms=100, max_records=5000
+        )
+
+        def loaded() -> None:
+            self.loaded.set()
+            log.info("whatsapp_controls.loaded", templates=len(self.controls.templates))
+
+        await follower.run(wait_seconds=0, on_caught_up=loaded)
 
 
 async def read_controls(settings: Settings, *, window_seconds: float | None = None) -> Controls:
@@ -314,11 +276,7 @@ async def read_controls(settings: Settings, *, window_seconds: float | None = No
 
 async def publish_controls(settings: Settings, records: list[Record]) -> None:
     """Write control records and wait until the broker has every one."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        acks="all",
-        **settings.aiokafka_security(),
-    )
+    producer = acknowledged_producer(settings, linger_ms=0)
     await producer.start()
     try:
         topic = settings.topic_whatsapp_controls

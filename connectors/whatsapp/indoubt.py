@@ -33,6 +33,7 @@ import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from connectors.kafka import reader
 from schemas.settings import Settings
 
 log = structlog.get_logger("connectors.whatsapp.indoubt")
@@ -118,13 +119,7 @@ async def find_statuses(
     deadline = time.monotonic() + max(0.0, latest + grace_seconds - time.time())
     cap = deadline + (CATCH_UP_GRACES - 1) * grace_seconds
     caught_up, last_status = False, time.monotonic()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        **settings.aiokafka_security(),
-    )
+    consumer = reader(settings, auto_offset_reset="earliest")
     await consumer.start()
     try:
         partitions = await _partitions(consumer, topic, topic_partitions)

@@ -52,10 +52,10 @@ import phonenumbers
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
+from connectors.kafka import CompactedFollower, acknowledged_producer, partitions_of, reader
 from connectors.whatsapp import account_webhooks
 from connectors.whatsapp.client import RETRIABLE_CODES
 from connectors.whatsapp.policy import Keyword, keyword_rules
@@ -233,6 +233,7 @@ class WebhookReceiver:
         self._verify_token = verify_token.get_secret_value() if verify_token is not None else ""
         self._tasks: list[asyncio.Task[None]] = []
         self._consumers: list[AIOKafkaConsumer] = []
+        self._phones: CompactedFollower | None = None
 
     # -- HTTP handlers
 
@@ -497,52 +498,28 @@ class WebhookReceiver:
 
     # -- following Kafka
 
-    def _consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            **self.settings.aiokafka_security(),
-        )
-
     async def _partitions(self, topic: str) -> list[TopicPartition]:
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            **self.settings.aiokafka_security(),
-        )
-        await admin.start()
-        try:
-            [described] = await admin.describe_topics([topic])
-        finally:
-            await admin.close()
-        partitions = sorted(p["partition"] for p in described["partitions"])
-        if described["error_code"] or not partitions:
+        partitions = await partitions_of(self.settings, topic)
+        if not partitions:
             raise RuntimeError(f"topic {topic!r} does not exist: create the topics first")
         return [TopicPartition(topic, p) for p in partitions]
 
     async def start(self) -> None:
         """Load `profile-phones` to its end, then follow it and the `accepted` DeliveryEvents."""
-        phone_tps = await self._partitions(self.settings.topic_profile_phones)
         delivery_tps = await self._partitions(self.settings.topic_delivery_events)
-        phones = self._consumer()
-        deliveries = self._consumer()
-        self._consumers = [phones, deliveries]
-        await phones.start()
-        await deliveries.start()
-
-        phones.assign(phone_tps)
-        await phones.seek_to_beginning(*phone_tps)
-        ends = await phones.end_offsets(phone_tps)
-        behind = {tp for tp, end in ends.items() if end > 0}
-        while behind:
-            for records in (await phones.getmany(timeout_ms=200)).values():
-                for record in records:
-                    self.phones.apply(record.key, record.value)
-            behind = {tp for tp in behind if await phones.position(tp) < ends[tp]}
+        phones = CompactedFollower(
+            self.settings, self.settings.topic_profile_phones, self.phones.apply
+        )
+        self._phones = phones
+        if not await phones.start():
+            raise RuntimeError(f"topic {phones.topic!r} does not exist: create the topics first")
+        await phones.catch_up()
         self.phones.loaded.set()
         log.info("whatsapp_webhook.phones_loaded", phones=len(self.phones))
 
+        deliveries = reader(self.settings, auto_offset_reset="earliest")
+        self._consumers = [deliveries]
+        await deliveries.start()
         deliveries.assign(delivery_tps)
         since = int((time.time() - self.delivery_lookback.total_seconds()) * 1000)
         offsets = await deliveries.offsets_for_times(dict.fromkeys(delivery_tps, since))
@@ -554,7 +531,7 @@ class WebhookReceiver:
                 deliveries.seek(tp, found.offset)
 
         self._tasks = [
-            asyncio.create_task(self._follow(phones, self.phones.apply), name="follow-phones"),
+            asyncio.create_task(phones.follow(), name="follow-phones"),
             asyncio.create_task(self._follow(deliveries, self._learn_step), name="follow-accepted"),
         ]
 
@@ -596,7 +573,9 @@ class WebhookReceiver:
                 await task
         for consumer in self._consumers:
             await consumer.stop()
-        self._tasks, self._consumers = [], []
+        if self._phones is not None:
+            await self._phones.stop()
+        self._tasks, self._consumers, self._phones = [], [], None
 
 
 def _change_values(payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -676,13 +655,7 @@ def build_webhook_app(
 
 def new_producer(settings: Settings) -> AIOKafkaProducer:
     """The receiver's one producer: every record acknowledged by all replicas, no duplicates."""
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        **settings.aiokafka_security(),
-    )
+    return acknowledged_producer(settings)
 
 
 async def run_webhook(settings: Settings) -> None:

@@ -27,9 +27,9 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from connectors.kafka import reader
 from engine.cli.publish import publish_file
 from engine.core.loader import load_journey
-from engine.streaming.clients import reader
 from engine.streaming.registry import next_deployment, publish_deployments, read_deployments
 from engine.streaming.topics import ensure_topics
 from engine.testing.expect import case_lines, run_files

@@ -10,7 +10,7 @@ import orjson
 from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from engine.streaming.clients import acknowledged_producer
+from connectors.kafka import acknowledged_producer
 from schemas.events import ProfileEvent
 from schemas.settings import Settings
 

@@ -20,10 +20,10 @@ import click
 import orjson
 from pydantic import ValidationError
 
+from connectors.kafka import reader
 from engine.cli.common import load_settings, run_kafka
 from engine.core.loader import JourneyValidationError, load_journey
 from engine.reporting.reader import assign_range, drain
-from engine.streaming.clients import reader
 from engine.testing.replay import differences, group_events, replay, summarize
 from engine.testing.runner import Simulator, Trace
 from engine.testing.show import iso, masked, timeline_lines

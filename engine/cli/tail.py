@@ -9,7 +9,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from engine.streaming.clients import reader
+from connectors.kafka import reader
 from schemas.common import mask_phones_in
 from schemas.settings import Settings
 

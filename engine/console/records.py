@@ -16,7 +16,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from engine.streaming.clients import reader, topic_partitions
+from connectors.kafka import reader
+from engine.streaming.clients import topic_partitions
 from schemas.partitioning import partition_of
 from schemas.settings import Settings
 

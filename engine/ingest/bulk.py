@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from connectors.kafka import acknowledged_producer
 from engine.core.admission import InvalidEvent, admit_profile_event
-from engine.streaming.clients import acknowledged_producer
 from engine.streaming.produce import produce_batched
 from schemas.settings import Settings
 

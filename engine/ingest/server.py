@@ -22,9 +22,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
+from connectors.kafka import acknowledged_producer
 from engine.core.admission import InvalidEvent, admit_profile_event
 from engine.ingest.openapi import openapi_document
-from engine.streaming.clients import acknowledged_producer
 from engine.streaming.produce import produce_batched
 from schemas.ingest import MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES
 from schemas.settings import Settings

@@ -13,8 +13,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from connectors.kafka import reader
 from engine.reporting.aggregate import Report, ReportBuilder
-from engine.streaming.clients import assign_all, reader
+from engine.streaming.clients import assign_all
 from schemas.settings import Settings
 
 _FETCH_MAX_BYTES = 64 * 1024 * 1024

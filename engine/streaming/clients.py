@@ -1,49 +1,17 @@
-"""aiokafka clients outside faust, built from Settings (brokers and security) in one place,
-and what a group-less consumer needs that aiokafka does not offer publicly."""
+"""What a group-less consumer needs that aiokafka does not offer publicly.
+
+The clients themselves are built from Settings by connectors/kafka.py (reader,
+acknowledged_producer, admin_client), which the connectors use too.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 import engine.streaming.guard  # noqa: F401  (the version guard)
-from schemas.settings import Settings
-
-
-def reader(settings: Settings, *topics: str, **options: Any) -> AIOKafkaConsumer:
-    """A consumer in no group that commits nothing: it reads the partitions it is assigned
-    (or `topics`). `options` override aiokafka's other settings."""
-    return AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        **options,
-        **settings.aiokafka_security(),
-    )
-
-
-def acknowledged_producer(settings: Settings, **options: Any) -> AIOKafkaProducer:
-    """A producer of upstream events (`journeyctl publish`, `import`, `ingest`): every
-    record acknowledged by all in-sync replicas, no duplicates from its own retries;
-    `options` override aiokafka's other settings."""
-    config: dict[str, Any] = {"linger_ms": 5, "max_batch_size": 256 * 1024, **options}
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        acks="all",
-        enable_idempotence=True,
-        **config,
-        **settings.aiokafka_security(),
-    )
-
-
-def admin_client(settings: Settings) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, **settings.aiokafka_security()
-    )
 
 
 async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:

@@ -12,22 +12,14 @@ from datetime import UTC, datetime
 
 import orjson
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from engine.streaming.clients import acknowledged_producer, assign_all, reader
+from connectors.kafka import CompactedFollower, acknowledged_producer
 from schemas.deployment import JourneyDeployment, JourneyStatus, version_key
 from schemas.journey import JourneyDefinition
 from schemas.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-
-async def _caught_up(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
-    for tp, offset in end.items():
-        if await consumer.position(tp) < offset:
-            return False
-    return True
 
 
 def decode_deployment(value: bytes | None) -> JourneyDeployment | None:
@@ -43,34 +35,16 @@ class DefinitionsFollower:
         self._settings = settings
         self._apply = apply
         self.ready = asyncio.Event()
-        self._consumer: AIOKafkaConsumer | None = None
 
     async def run(self) -> None:
-        settings = self._settings
-        consumer = reader(settings)
-        self._consumer = consumer
-        await consumer.start()
-        try:
-            topic = settings.topic_journey_definitions
-            tps = await assign_all(consumer, topic, wait_seconds=60)
-            if not tps:
-                raise RuntimeError(
-                    f"topic {topic!r} does not exist; run `journeyctl deploy` or create topics"
-                )
-            await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
-            if all(off == 0 for off in end.values()):
-                self.ready.set()
-            while True:
-                batches = await consumer.getmany(timeout_ms=500, max_records=1000)
-                for records in batches.values():
-                    for record in records:
-                        self._apply_record(record.key, record.value)
-                if not self.ready.is_set() and await _caught_up(consumer, end):
-                    self.ready.set()
-                    log.info("journey definitions loaded", topic=topic)
-        finally:
-            await consumer.stop()
+        topic = self._settings.topic_journey_definitions
+        follower = CompactedFollower(self._settings, topic, self._apply_record, max_records=1000)
+
+        def loaded() -> None:
+            self.ready.set()
+            log.info("journey definitions loaded", topic=topic)
+
+        await follower.run(wait_seconds=60, on_caught_up=loaded)
 
     def _apply_record(self, key: bytes | None, value: bytes | None) -> None:
         try:
@@ -96,40 +70,28 @@ async def read_deployments(
     Keys `<id>@<version>` are folded in too, so the newest version wins even if the
     current-record key was compacted away.
     """
-    consumer = reader(settings)
-    await consumer.start()
     current: dict[str, JourneyDeployment] = {}
+
+    def fold(key: bytes | None, value: bytes | None) -> None:
+        dep = decode_deployment(value)
+        if dep is None:
+            return
+        name = key.decode() if key else dep.journey_id
+        older = dep.journey_id in current and dep.version <= current[dep.journey_id].version
+        if "@" in name and older:
+            return
+        current[dep.journey_id] = dep
+
+    follower = CompactedFollower(settings, settings.topic_journey_definitions, fold)
     try:
-        topic = settings.topic_journey_definitions
-        # Asking for one topic's metadata creates it where auto.create.topics.enable is on
-        # (Kafka's default), with the broker's defaults. Listing all topics creates nothing.
-        if topic not in await consumer.topics():
+        if not await follower.start():
             return {}
-        tps = await assign_all(consumer, topic, wait_seconds=0)
-        if not tps:
-            return {}
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not await _caught_up(consumer, end):
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError("timed out reading journey definitions")
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                for record in records:
-                    dep = decode_deployment(record.value)
-                    if dep is None:
-                        continue
-                    key = record.key.decode() if record.key else dep.journey_id
-                    older = (
-                        dep.journey_id in current and dep.version <= current[dep.journey_id].version
-                    )
-                    if "@" in key and older:
-                        continue
-                    current[dep.journey_id] = dep
-        return current
+        await asyncio.wait_for(follower.catch_up(), timeout)
+    except TimeoutError as exc:
+        raise TimeoutError("timed out reading journey definitions") from exc
     finally:
-        await consumer.stop()
+        await follower.stop()
+    return current
 
 
 def next_deployment(

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from engine.streaming.clients import admin_client, topics_with_leaders
+from connectors.kafka import admin_client
+from engine.streaming.clients import topics_with_leaders
 from schemas.settings import Settings
 
 
