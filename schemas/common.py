@@ -149,8 +149,9 @@ def _normalize_e164(value: str) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
-# Anything shaped like a phone number in free text: 7 to 15 digits, with or without '+'.
-_PHONE_LIKE = re.compile(r"\+?\d{7,15}")
+# Anything shaped like a phone number in free text: 7 to 15 digits, with or without '+',
+# standing alone: digits inside an identifier (a topic's suffix, a hex id) are not a number.
+_PHONE_LIKE = re.compile(r"(?<![A-Za-z0-9_.\-])\+?\d{7,15}(?![A-Za-z0-9_])")
 _NOT_DIGIT = re.compile(r"\D")
 
 
@@ -176,7 +177,8 @@ def mask_phones_in(text: str) -> str: ...
 def mask_phones_in(text: None) -> None: ...
 def mask_phones_in(text: str | None) -> str | None:
     """Free text with every run of 7 to 15 digits, with or without '+', masked by
-    `mask_phone`: a bare WhatsApp id ('34600111222') is a phone number too."""
+    `mask_phone`: a bare WhatsApp id ('34600111222') is a phone number too. A run that is
+    part of a longer word ('journey-definitions-bf5712345874') is left alone."""
     return None if text is None else _PHONE_LIKE.sub(lambda m: mask_phone(m.group()), text)
 
 

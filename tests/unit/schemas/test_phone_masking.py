@@ -51,3 +51,10 @@ def test_library_log_lines_are_masked(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="tests.masking"):
         logger.info("record %r", b'{"wa_id":"34600111222"}')
     assert "34600111222" not in caplog.text and "+34******222" in caplog.text
+
+
+def test_digits_inside_an_identifier_are_not_a_phone_number() -> None:
+    text = "topic journey-definitions-bf5712345874 id a1234567890 to=34600111222 wa_id:34600111333"
+    assert mask_phones_in(text) == (
+        "topic journey-definitions-bf5712345874 id a1234567890 to=+34******222 wa_id:+34******333"
+    )
