@@ -738,30 +738,10 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
-def register(
-    app: faust.App,
-    *,
-    shell: StreamShell,
-    requests_topic: faust.TopicT,
-    delivery_topic: faust.TopicT,
-    dead_letter_topic: faust.TopicT,
-    settings: Settings,
-    **options: Any,
-) -> WhatsAppConnector:
-    """Add the WhatsApp connector's agent, table and shutdown hook to `app`; `shell` is what
-    it needs of faust's and aiokafka's internals (shell.py).
-
-    `options` are passed to WhatsAppConnector (client, pacer, backoff, batch_size, ...).
-    """
-    connector = WhatsAppConnector(
-        app,
-        shell=shell,
-        requests_topic=requests_topic,
-        delivery_topic=delivery_topic,
-        dead_letter_topic=dead_letter_topic,
-        settings=settings,
-        **options,
-    )
+def register(connector: WhatsAppConnector) -> WhatsAppConnector:
+    """Add the connector's agent and its start/stop hooks to its app; the connector's
+    `shell` is what it needs of faust's and aiokafka's internals (shell.py)."""
+    app, requests_topic = connector.app, connector.requests_topic
 
     async def whatsapp_connector(stream: faust.StreamT[Any]) -> None:
         # Agents get a faust.Stream; StreamT, its declared type, lacks take_events.

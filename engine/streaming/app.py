@@ -110,12 +110,14 @@ def create_app(settings: Settings, roles: frozenset[str] = ROLES, *, web: bool =
         from connectors import whatsapp
 
         whatsapp.register(
-            app,
-            shell=FaustShell(app),
-            requests_topic=topics.whatsapp_requests,
-            delivery_topic=topics.delivery_events,
-            dead_letter_topic=topics.dead_letter,
-            settings=settings,
+            whatsapp.WhatsAppConnector(
+                app,
+                shell=FaustShell(app),
+                requests_topic=topics.whatsapp_requests,
+                delivery_topic=topics.delivery_events,
+                dead_letter_topic=topics.dead_letter,
+                settings=settings,
+            )
         )
 
     if "http" in roles:

@@ -12,7 +12,7 @@ import os
 import faust
 import structlog
 
-from connectors.whatsapp import register
+from connectors.whatsapp import WhatsAppConnector, register
 from engine.streaming.internals import FaustShell
 from schemas.settings import Settings
 
@@ -35,12 +35,14 @@ def build_app(settings: Settings) -> faust.App:
         )
 
     register(
-        app,
-        shell=FaustShell(app),
-        requests_topic=topic(settings.topic_whatsapp_requests),
-        delivery_topic=topic(settings.topic_delivery_events),
-        dead_letter_topic=topic(settings.topic_dead_letter),
-        settings=settings,
+        WhatsAppConnector(
+            app,
+            shell=FaustShell(app),
+            requests_topic=topic(settings.topic_whatsapp_requests),
+            delivery_topic=topic(settings.topic_delivery_events),
+            dead_letter_topic=topic(settings.topic_dead_letter),
+            settings=settings,
+        )
     )
     return app
 
