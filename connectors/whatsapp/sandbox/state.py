@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import secrets
+from collections import OrderedDict
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -139,8 +140,9 @@ class SandboxState:
         self._unreachable = config.unreachable_ids
         self.messaging_limit = config.messaging_limit
         self.messaging_window = config.messaging_window_seconds
-        # wa_id -> when first reached with a template in the current messaging window
-        self.reached: dict[str, float] = {}
+        # wa_id -> when first reached with a template in the current messaging window, oldest
+        # first (an entry is never refreshed), so expiry pops from the front: O(1) per send.
+        self.reached: OrderedDict[str, float] = OrderedDict()
         # wa_id -> error codes the next sends to that user get (POST /sandbox/recipient-errors)
         self.recipient_errors: dict[str, list[int]] = {}
         self.marketing_stopped: set[str] = set()
@@ -170,11 +172,17 @@ class SandboxState:
         return code
 
     def over_messaging_limit(self, wa_id: str) -> bool:
-        """Count a template to `wa_id`; True when it is a new user beyond the limit."""
+        """Count a template to `wa_id`; True when it is a new user beyond the limit.
+
+        Looks only at the users who left the window, never at all users reached: a send
+        must cost the same with a hundred thousand of them as with none.
+        """
         now = self.now()
-        for user, at in list(self.reached.items()):
-            if now - at >= self.messaging_window:
-                del self.reached[user]
+        while self.reached:
+            oldest = next(iter(self.reached.values()))
+            if now - oldest < self.messaging_window:
+                break
+            self.reached.popitem(last=False)
         if wa_id in self.reached:
             return False
         if self.messaging_limit is not None and len(self.reached) >= self.messaging_limit:
