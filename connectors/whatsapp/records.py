@@ -132,7 +132,7 @@ class RecordWriter:
     async def _send_group(
         self, producer: AIOKafkaProducer, topic: str, partition: int, records: list[_Pending]
     ) -> None:
-        producer.client.add_topic(topic)  # kept in every metadata refresh (see the top)
+        await producer.client.add_topic(topic)  # kept in every metadata refresh (see the top)
         start = 0
         while start < len(records):
             builder = producer.create_batch()

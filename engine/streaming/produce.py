@@ -79,7 +79,9 @@ async def produce_counted(
     for topic, key, value in records:
         if topic not in tracked:
             tracked.add(topic)
-            producer.client.add_topic(topic)  # kept in every metadata refresh (see above)
+            # Kept in every metadata refresh (see above). Awaited: a refresh still under
+            # way when the batch is built can leave its send request's batch queued.
+            await producer.client.add_topic(topic)
         partition = next(chosen) if chosen is not None else None
         if partition is None:
             count = counts.get(topic, -1)

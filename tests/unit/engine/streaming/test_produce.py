@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -20,8 +21,15 @@ class FakeProducer:
     def __init__(self, partitions: int = 3) -> None:
         cluster = SimpleNamespace(partitions_for_topic=lambda topic: set(range(partitions)))
         self.tracked: set[str] = set()
-        self.client = SimpleNamespace(cluster=cluster, add_topic=self.tracked.add)
+        self.client = SimpleNamespace(cluster=cluster, add_topic=self._add_topic)
         self.handed: list[tuple[str, int, bool, int]] = []
+
+    def _add_topic(self, topic: str) -> asyncio.Future[bool]:
+        # As aiokafka's client: track the topic; the future is its metadata refresh.
+        self.tracked.add(topic)
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        done.set_result(True)
+        return done
 
     def create_batch(self) -> BatchBuilder:
         return BatchBuilder(1024, 0)
