@@ -64,7 +64,10 @@ def documented_acls(stack: Stack) -> list[Acl]:
     topics = [v for k, v in stack.env.items() if k.startswith("TOPIC_") and k != "TOPIC_PARTITIONS"]
     app_id = stack.env["APP_ID"]
     return [
-        *(Acl(ResourceType.TOPIC, name, READ_WRITE) for name in [*topics, "campaign-runs"]),
+        *(
+            Acl(ResourceType.TOPIC, name, READ_WRITE)
+            for name in [*topics, "campaign-runs", "whatsapp-controls"]
+        ),
         Acl(ResourceType.TOPIC, app_id, READ_WRITE, prefixed=True),
         Acl(ResourceType.GROUP, app_id, (AclOperation.READ, AclOperation.DESCRIBE), prefixed=True),
     ]
