@@ -1,4 +1,4 @@
-"""Session fixtures: one real Kafka broker for the whole run, unique names per test.
+"""Fixtures for the whole test run: one real Kafka broker, unique names per test.
 
 The broker is found in this order: KAFKA_BOOTSTRAP_SERVERS if set; else the project's
 local broker (deploy/kafka/start, which fetches Apache Kafka through Maven); else a
@@ -33,7 +33,7 @@ def _docker_available() -> bool:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
-    """The bootstrap address of a real broker, started for this session if need be."""
+    """The bootstrap address of a real broker, started for this test run if need be."""
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if configured:
         yield configured

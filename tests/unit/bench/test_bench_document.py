@@ -18,18 +18,18 @@ def test_the_changes_table_is_carried_over_as_written(tmp_path: Path) -> None:
 def test_a_report_without_the_table_gets_an_empty_one_not_an_old_diary(tmp_path: Path) -> None:
     report = tmp_path / "BENCHMARKS.md"
     report.write_text(
-        "# Benchmarks\n\n<!-- before-after:start -->\n### Session 1\nran it\n"
+        "# Benchmarks\n\n<!-- before-after:start -->\n### Run 1\nran it\n"
         "<!-- before-after:end -->\n"
     )
     assert kept_section(report) in (DEFAULT_KEPT, kept_section(DOC))
-    assert "Session 1" not in kept_section(report)
+    assert "Run 1" not in kept_section(report)
 
 
 def test_the_generated_document_keeps_no_diary() -> None:
     text = DOC.read_text()
     kept = kept_section(DOC)
     assert kept != DEFAULT_KEPT, "docs/BENCHMARKS.md lost its changes table"
-    assert "### Session" not in text
+    assert "before-after:start" not in text, "docs/BENCHMARKS.md keeps a diary of runs"
     assert all(
         line.startswith(("|", "#", "<!--", "Hand-kept", "each was measured")) or not line
         for line in kept.splitlines()
